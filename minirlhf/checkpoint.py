@@ -1,0 +1,73 @@
+"""Saving and loading checkpoints: a JSON config beside safetensors weights, written atomically.
+
+A folder is first written under a temporary name and then renamed into place, so a crash or a
+full disk never leaves a half-written checkpoint where `from_pretrained` would find it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1  # bump when the saved layout changes; older folders are then refused
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temporary folder; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_checkpoint(path, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    with atomic_dir(path) as tmp:
+        with open(tmp / "config.json", "w") as f:
+            json.dump({**config, "format_version": FORMAT_VERSION}, f, indent=2)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                  str(tmp / "model.safetensors"))
+
+
+def load_checkpoint(path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a folder written by `save_checkpoint`; `kind` is the expected `model_type`."""
+    path = Path(path)
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: expected config.json and model.safetensors written by "
+            f"save_pretrained; train the stage first (python -m minirlhf run) or check the path")
+    config = json.loads((path / "config.json").read_text())
+    if config.get("format_version") != FORMAT_VERSION or config.get("model_type") != kind:
+        raise ValueError(
+            f"checkpoint at {path} is a {config.get('model_type')!r} of format "
+            f"{config.get('format_version')!r}; expected a {kind!r} of format {FORMAT_VERSION}. "
+            "It was written by another version of minirlhf: delete the folder and retrain")
+    config.pop("format_version")
+    config.pop("model_type")
+    return config, load_file(str(path / "model.safetensors"))
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path, tied: set[str]) -> None:
+    """Load `tensors` into `model`; `tied` names weights that are saved once under another name."""
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"checkpoint at {path} does not match its config: missing "
+                         f"{sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")

@@ -1,0 +1,90 @@
+"""Sampling responses with a KV cache: temperature, top-k, stop at end-of-turn.
+
+Each step feeds only the newest token and reuses the keys and values of everything before it,
+so a response of N tokens costs N small forward passes instead of N growing ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import default_position_ids
+
+
+@dataclass
+class Generation:
+    """A batch of sampled responses. Shapes: prompts (B, P), responses (B, N)."""
+    prompt_ids: torch.Tensor       # (B, P) left-padded
+    prompt_mask: torch.Tensor      # (B, P)
+    response_ids: torch.Tensor     # (B, N) right-padded with pad after the end token
+    response_mask: torch.Tensor    # (B, N) 1 for real response tokens, the end token included
+    logprobs: torch.Tensor         # (B, N) log π(y_t | x, y_<t) at the sampling temperature, 0 on padding
+    ended: torch.Tensor            # (B,) True where the response emitted the end token
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    @property
+    def response_start(self) -> int:
+        return self.prompt_ids.shape[1]
+
+
+@torch.no_grad()
+def generate(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id: int,
+             pad_token_id: int, temperature: float = 1.0, top_k: int | None = None,
+             generator: torch.Generator | None = None, use_cache: bool = True) -> Generation:
+    """Sample up to `max_new_tokens` per prompt. temperature=0 is greedy.
+
+    The returned log-probs come from logits / temperature over the whole vocabulary (top-k only
+    restricts what is sampled), which is what `response_logprobs` recomputes for training.
+    """
+    B = input_ids.shape[0]
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if input_ids.shape[1] + max_new_tokens > model.config.block_size:
+        raise ValueError(f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) "
+                         f"exceeds block_size={model.config.block_size}; lower max_new_tokens")
+    was_training = model.training
+    model.eval()
+    ids, mask = input_ids, attention_mask
+    logits, past = model(ids, mask)
+    position = default_position_ids(mask)[:, -1:]  # (B, 1)
+    finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
+    tokens, logps, reals = [], [], []
+    for _ in range(max_new_tokens):
+        last = logits[:, -1]  # (B, V)
+        scaled = last / (temperature if temperature > 0 else 1.0)
+        if temperature == 0:
+            tok = scaled.argmax(-1)
+        else:
+            filtered = scaled
+            if top_k is not None:
+                kth = torch.topk(scaled, min(top_k, scaled.shape[-1])).values[:, -1:]
+                filtered = scaled.masked_fill(scaled < kth, float("-inf"))
+            tok = torch.multinomial(filtered.softmax(-1), 1, generator=generator).squeeze(1)
+        logp = scaled.log_softmax(-1).gather(1, tok[:, None]).squeeze(1)
+        real = ~finished
+        tok = torch.where(real, tok, torch.full_like(tok, pad_token_id))
+        tokens.append(tok)
+        logps.append(torch.where(real, logp, torch.zeros_like(logp)))
+        reals.append(real)
+        finished = finished | (tok == eos_token_id)
+        if finished.all():
+            break
+        mask = torch.cat([mask, real.long()[:, None]], dim=1)
+        ids = torch.cat([ids, tok[:, None]], dim=1)
+        position = position + 1
+        if use_cache:
+            logits, past = model(tok[:, None], mask, position, past)
+        else:
+            logits, _ = model(ids, mask)
+    model.train(was_training)
+    return Generation(prompt_ids=input_ids, prompt_mask=attention_mask,
+                      response_ids=torch.stack(tokens, 1), response_mask=torch.stack(reals, 1).long(),
+                      logprobs=torch.stack(logps, 1), ended=finished)

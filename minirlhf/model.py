@@ -1,0 +1,159 @@
+"""A GPT as small and readable as nanoGPT's, made ready for RLHF.
+
+What RLHF needs beyond nanoGPT:
+  * `attention_mask` and `position_ids`, so a left-padded batch gives the same logits for the
+    real tokens as the unpadded sequences (position_ids = mask.cumsum(1) - mask);
+  * `hidden_states`, so a reward or value head can read the last layer;
+  * a KV cache, so sampling a response costs one token's work per step (see generate.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 256
+    block_size: int = 64      # longest sequence (prompt + response) in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0      # RLHF wants dropout off: log-probs must be reproducible
+    tie_weights: bool = True  # share the token embedding with the output layer
+
+    def __post_init__(self):
+        if min(self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd) < 1:
+            raise ValueError(f"GPTConfig sizes must all be positive, got {self}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head} "
+                             "(each head gets n_embd // n_head dimensions)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def default_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions that start at 0 on the first real token, whatever the left padding."""
+    return (attention_mask.long().cumsum(1) - attention_mask.long()).clamp(min=0)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, key_mask, past=None):
+        """x: (B, T, C); key_mask: (B, S) over past + current keys; past: ((B,H,S-T,D), (B,H,S-T,D))."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        S = k.shape[2]
+        # query i sits at column S - T + i: it sees earlier keys that are not padding, and always
+        # itself (so a padding query attends to something and softmax never sees an empty row).
+        qpos = torch.arange(S - T, S, device=x.device)[:, None]
+        kpos = torch.arange(S, device=x.device)[None, :]
+        allowed = ((kpos <= qpos)[None] & key_mask[:, None, :].bool()) | (kpos == qpos)[None]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None],
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.proj(y), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(),
+                                 nn.Linear(4 * cfg.n_embd, cfg.n_embd), nn.Dropout(cfg.dropout))
+
+    def forward(self, x, key_mask, past=None):
+        a, present = self.attn(self.ln1(x), key_mask, past)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), present
+
+
+class GPT(nn.Module):
+    model_type = "minirlhf-gpt"
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None):
+        """Last-layer states (B, T, C) and the updated KV cache (one (k, v) pair per layer).
+
+        `attention_mask` is (B, S): 1 for real tokens, 0 for padding, over past and current tokens.
+        """
+        B, T = input_ids.shape
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        if attention_mask is None:
+            attention_mask = torch.ones(B, past_len + T, dtype=torch.long, device=input_ids.device)
+        if attention_mask.shape != (B, past_len + T):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
+                             f"{(B, past_len + T)} (batch, cached + new tokens)")
+        if position_ids is None:
+            position_ids = default_position_ids(attention_mask)[:, past_len:]
+        if past_len + T > self.config.block_size or int(position_ids.max()) >= self.config.block_size:
+            raise ValueError(f"sequence of {past_len + T} tokens is longer than block_size="
+                             f"{self.config.block_size}: shorten the input or max_new_tokens")
+        x = self.drop(self.tok_emb(input_ids) + self.pos_emb(position_ids))
+        presents = []
+        for i, block in enumerate(self.blocks):
+            x, present = block(x, attention_mask, None if past_key_values is None else past_key_values[i])
+            presents.append(present)
+        return self.ln_f(x), presents
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None):
+        """Logits (B, T, V) for the next token at every position, and the KV cache."""
+        h, presents = self.hidden_states(input_ids, attention_mask, position_ids, past_key_values)
+        return self.lm_head(h), presents
+
+    def save_pretrained(self, path) -> None:
+        save_checkpoint(path, {"model_type": self.model_type, **asdict(self.config)},
+                        {k: v for k, v in self.state_dict().items() if k != "lm_head.weight"
+                         or not self.config.tie_weights})
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu") -> "GPT":
+        config, tensors = load_checkpoint(path, cls.model_type)
+        model = cls(GPTConfig(**config))
+        load_weights(model, tensors, path, tied={"lm_head.weight"} if model.config.tie_weights else set())
+        return model.to(device)

@@ -1,0 +1,110 @@
+"""What every training loop here shares: the device, seeding, the optimiser and its schedule,
+the loss of a language model on chosen tokens, and a guard against NaN."""
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from .logprobs import gather_logprobs, masked_mean
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """cuda if present, else mps, else cpu (or the device named)."""
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed Python and torch; return a CPU generator for data order (identical on every device)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr,
+                             betas=(0.9, 0.95), weight_decay=weight_decay)
+
+
+def cosine_lr(step: int, total: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of `lr` (nanoGPT's schedule)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def lm_loss(model, input_ids, attention_mask, loss_mask) -> torch.Tensor:
+    """Next-token cross-entropy on the tokens where loss_mask is 1 (all (B, T)).
+
+        L = −(1/|M|) Σ_{t ∈ M} log π(x_t | x_<t)
+
+    logits[:, t] predict input_ids[:, t + 1], hence the shift by one on both sides.
+    """
+    logits, _ = model(input_ids, attention_mask)
+    logp = gather_logprobs(logits[:, :-1], input_ids[:, 1:])  # (B, T-1)
+    return -masked_mean(logp, loss_mask[:, 1:])
+
+
+def check_finite(value: torch.Tensor, name: str, step: int) -> None:
+    """Stop training with a message a person can act on when a loss turns NaN or Inf."""
+    if not torch.isfinite(value).all():
+        raise FloatingPointError(f"{name} is {value.item() if value.numel() == 1 else value} at step "
+                                 f"{step}: lower the learning rate, or check the inputs of this batch")
+
+
+def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists to (B, T) ids and mask."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
+def train_lm(model, examples: list[tuple[list[int], list[int]]], steps: int, batch_size: int,
+             lr: float, pad_id: int, seed: int, warmup: int = 20, weight_decay: float = 0.0,
+             desc: str = "train") -> list[float]:
+    """Minimise `lm_loss` over random batches of (token ids, loss mask) examples.
+
+    Shared by pretraining (loss on every token) and SFT (loss on the response only).
+    Returns the loss of every step.
+    """
+    from tqdm.auto import tqdm
+
+    device = model.device
+    gen = set_seed(seed)
+    opt = make_optimizer(model.parameters(), lr, weight_decay)
+    model.train()
+    losses = []
+    bar = tqdm(range(steps), desc=desc, mininterval=1.0)
+    for step in bar:
+        idx = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
+        ids, attn = pad_right([examples[i][0] for i in idx], pad_id)
+        loss_mask, _ = pad_right([examples[i][1] for i in idx], 0)
+        set_lr(opt, cosine_lr(step, steps, lr, warmup))
+        loss = lm_loss(model, ids.to(device), attn.to(device), loss_mask.to(device))
+        check_finite(loss, f"{desc} loss", step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    model.eval()
+    return losses
