@@ -1,0 +1,175 @@
+"""The machinery every exercise check shares: the point table, the result, the hints.
+
+A check runs the student's function on small hand-made cases, compares it with the package's
+reference and with values computed by hand, and on a mismatch tries the mistakes people
+usually make (wrong sign, no shift, padding in the mean...) to name the one that was made.
+
+Every result is printed for the student and, when the grader runs the notebook, appended as
+one JSON line to the file named by $MINIRLHF_CHECK_LOG: a line per check, written the moment
+the check ends, so a cell that crashes or hangs later cannot take finished results with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+
+# The one place points are declared: exercise id -> (notebook, title, points, expected minutes).
+EXERCISES = {
+    "response_logprobs":   ("01_logprobs_and_sft", "Masked log-probs of the response tokens", 10, 20),
+    "sft_loss":            ("01_logprobs_and_sft", "SFT loss with the prompt masked", 10, 15),
+    "ranking_to_pairs":    ("02_reward_model", "Rankings to pairs", 5, 10),
+    "bradley_terry_loss":  ("02_reward_model", "Bradley-Terry loss", 10, 10),
+    "score_at_last_token": ("02_reward_model", "Reward head read at the last real token", 10, 15),
+    "kl_estimators":       ("03_kl", "KL estimators k1, k2, k3", 10, 15),
+    "adaptive_kl":         ("03_kl", "Adaptive KL controller", 10, 10),
+    "per_token_rewards":   ("04_ppo", "KL-penalised per-token rewards", 10, 15),
+    "gae":                 ("04_ppo", "Generalized Advantage Estimation", 15, 25),
+    "policy_loss":         ("04_ppo", "Clipped PPO objective", 15, 20),
+    "value_loss":          ("04_ppo", "Clipped value loss", 10, 10),
+    "ppo_training":        ("04_ppo", "Your functions in the real PPO loop", 15, 15),
+}
+POINTS = {name: spec[2] for name, spec in EXERCISES.items()}
+
+LOG_ENV = "MINIRLHF_CHECK_LOG"
+NOT_IMPLEMENTED = "not implemented yet"
+
+# Results of the checks run in this Python session, in order (read by `assert_all_passed`).
+session_results: list["CheckResult"] = []
+
+
+class Hint(Exception):
+    """A check failed; the message tells the student what is wrong and where to look."""
+
+
+@dataclass
+class CheckResult:
+    exercise: str
+    status: str       # "passed", "failed" or "not implemented"
+    message: str
+    points: float
+    max_points: float
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def __str__(self) -> str:
+        mark = {"passed": "PASSED", "failed": "FAILED", "not implemented": "TODO"}[self.status]
+        return f"[{mark}] {EXERCISES[self.exercise][1]} ({self.points:g}/{self.max_points:g} points): {self.message}"
+
+    def _ipython_display_(self):
+        pass  # the check already printed the result; do not show it a second time as Out[...]
+
+
+def record(result: CheckResult) -> CheckResult:
+    """Print the result for the student and log it for the grader."""
+    print(result)
+    session_results.append(result)
+    path = os.environ.get(LOG_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(asdict(result)) + "\n")
+    return result
+
+
+def run_check(exercise: str, body, *student_objects) -> CheckResult:
+    """Run `body(*student_objects)`; a Hint or an exception from the student's code is a failure."""
+    max_points = POINTS[exercise]
+    for obj in student_objects:
+        # the package's reference is not the student's work (and would make every check trivial)
+        if getattr(obj, "__module__", "").startswith("minirlhf."):
+            return record(CheckResult(exercise, "failed", f"pass your own implementation, not "
+                                      f"{obj.__module__}.{obj.__name__}", 0, max_points))
+    try:
+        body(*student_objects)
+    except NotImplementedError:
+        return record(CheckResult(exercise, "not implemented", NOT_IMPLEMENTED, 0, max_points))
+    except Hint as hint:
+        return record(CheckResult(exercise, "failed", str(hint), 0, max_points))
+    except Exception as e:  # the student's code crashed on one of our inputs: say which error
+        return record(CheckResult(exercise, "failed", f"your code raised {type(e).__name__}: {e}",
+                                  0, max_points))
+    return record(CheckResult(exercise, "passed", "all cases match", max_points, max_points))
+
+
+def assert_all_passed() -> None:
+    """Raise if any check of this session did not pass (the last cell of every solution notebook)."""
+    latest = {r.exercise: r for r in session_results}
+    bad = [str(r) for r in latest.values() if not r.passed]
+    if bad:
+        raise AssertionError("some checks did not pass:\n" + "\n".join(bad))
+    print(f"all {len(latest)} checks passed")
+
+
+# ---------------------------------------------------------------- comparing and diagnosing
+
+def clone(x):
+    """Fresh copies of tensor inputs, so a function that edits its inputs in place cannot
+    change what the reference or the next call sees."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    return x
+
+
+def call(fn, *args, **kwargs):
+    return fn(*(clone(a) for a in args), **{k: clone(v) for k, v in kwargs.items()})
+
+
+def close(got, want, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """Same shape and the same values (NaN and Inf must match exactly)."""
+    try:
+        got = torch.as_tensor(got.detach() if isinstance(got, torch.Tensor) else got, dtype=torch.float64)
+        want = torch.as_tensor(want.detach() if isinstance(want, torch.Tensor) else want, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return got.shape == want.shape and torch.allclose(got, want, atol=atol, rtol=rtol, equal_nan=True)
+
+
+def diagnose(got, mistakes, args, kwargs=None, pick=lambda out: out) -> str | None:
+    """The hint of the first known mistake that reproduces `got` on these inputs, if any.
+
+    `mistakes` is a list of (hint, wrong_function) pairs; `pick` selects the part of a wrong
+    function's output to compare (e.g. the advantages of (advantages, returns)).
+    """
+    for hint, wrong in mistakes:
+        try:
+            if close(got, pick(call(wrong, *args, **(kwargs or {})))):
+                return hint
+        except Exception:  # a wrong variant that cannot run on this case says nothing
+            continue
+    return None
+
+
+def fmt(x) -> str:
+    """A short, readable rendering of a tensor or number for a hint."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        if x.numel() > 12:
+            return f"tensor of shape {tuple(x.shape)}"
+        return str([round(v, 4) for v in x.double().flatten().tolist()]) + (
+            f" (shape {tuple(x.shape)})" if x.dim() > 1 else "")
+    if isinstance(x, float):
+        return f"{x:.4f}"
+    return repr(x)
+
+
+def expect(got, want, case: str, what: str, mistakes=(), args=(), kwargs=None,
+           pick=lambda out: out, atol: float = 1e-5) -> None:
+    """Raise a Hint unless `got` matches `want`: name the shape error or the known mistake."""
+    if not isinstance(got, (torch.Tensor, float, int)):
+        raise Hint(f"{case}: {what} should be a tensor or a number, got {type(got).__name__}")
+    got_t = torch.as_tensor(got)
+    want_t = torch.as_tensor(want)
+    if got_t.shape != want_t.shape:
+        hint = diagnose(got, mistakes, args, kwargs, pick)
+        raise Hint(f"{case}: {what} has shape {tuple(got_t.shape)}, expected {tuple(want_t.shape)}"
+                   + (f". Hint: {hint}" if hint else ""))
+    if close(got, want, atol=atol):
+        return
+    hint = diagnose(got, mistakes, args, kwargs, pick)
+    if hint:
+        raise Hint(f"{case}: {hint}")
+    raise Hint(f"{case}: {what} is {fmt(got)}, expected {fmt(want)}")

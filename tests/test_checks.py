@@ -1,0 +1,246 @@
+"""The exercise checks, tested both ways: a correct implementation passes, known-wrong ones fail
+with the hint meant for them, and a blank exercise reports "not implemented yet"."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minirlhf import checks
+from minirlhf.checks import core
+
+
+def blank(*args, **kwargs):
+    raise NotImplementedError("not implemented yet")
+
+
+class BlankController:
+    def __init__(self, init, target, horizon):
+        self.value, self.target, self.horizon = init, target, horizon
+
+    def update(self, current_kl, n_steps):
+        raise NotImplementedError("not implemented yet")
+
+
+# ---------------------------------------------------------------- student-style implementations
+
+def response_logprobs(logits, input_ids, response_start, response_mask, temperature=1.0, shift=1,
+                      use_mask=True, use_temperature=True):
+    logits = logits[:, response_start - shift:logits.shape[1] - shift]
+    if use_temperature:
+        logits = logits / temperature
+    logp = logits.log_softmax(-1).gather(2, input_ids[:, response_start:, None]).squeeze(-1)
+    return logp * response_mask if use_mask else logp
+
+
+def sft_loss(logits, input_ids, loss_mask, shift_mask=True, sign=1.0, per_token_mean=True):
+    logp = logits[:, :-1].log_softmax(-1).gather(2, input_ids[:, 1:, None]).squeeze(-1)
+    mask = (loss_mask[:, 1:] if shift_mask else loss_mask[:, :-1]).float()
+    if per_token_mean:
+        return -sign * (logp * mask).sum() / mask.sum()
+    return -sign * (logp * mask).sum() / mask.numel()
+
+
+def ranking_to_pairs(ranking):
+    return [(ranking[i], ranking[j]) for i in range(len(ranking)) for j in range(i + 1, len(ranking))]
+
+
+def bradley_terry(r_chosen, r_rejected):
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def score_at_last_token(hidden, attention_mask, head):
+    T = attention_mask.shape[1]
+    last = T - 1 - attention_mask.flip(1).argmax(1)
+    return head(hidden[torch.arange(hidden.shape[0]), last]).squeeze(-1)
+
+
+def k1(logp, ref_logp):
+    return logp - ref_logp
+
+
+def k2(logp, ref_logp):
+    return 0.5 * (logp - ref_logp) ** 2
+
+
+def k3(logp, ref_logp):
+    log_r = ref_logp - logp
+    return log_r.exp() - 1 - log_r
+
+
+class Controller:
+    def __init__(self, init, target, horizon):
+        self.value, self.target, self.horizon = init, target, horizon
+
+    def update(self, current_kl, n_steps):
+        error = max(-0.2, min(0.2, current_kl / self.target - 1))
+        self.value *= 1 + error * n_steps / self.horizon
+
+
+def per_token_rewards(score, logp, ref_logp, mask, kl_coef, on_last_real=True, mask_kl=True):
+    kl = (logp - ref_logp) * (mask if mask_kl else 1)
+    rewards = -kl_coef * kl
+    last = (mask.shape[1] - 1 - mask.flip(1).argmax(1)) if on_last_real else torch.full_like(score, -1).long()
+    rewards[torch.arange(len(score)), last] += score
+    return rewards, kl
+
+
+def gae(rewards, values, mask, gamma=1.0, lam=0.95, stop_at_end=True, backwards=True):
+    B, N = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    last_adv, next_value = torch.zeros(B), torch.zeros(B)
+    steps = reversed(range(N)) if backwards else range(N)
+    for t in steps:
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last_adv = (delta + gamma * lam * last_adv) * mask[:, t]
+        advantages[:, t] = last_adv
+        next_value = values[:, t] * mask[:, t] if stop_at_end else values[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def policy_loss(logp, old_logp, advantages, mask, clip=0.2, sign=1.0, objective=torch.min, use_mask=True,
+                detach=False):
+    ratio = torch.exp(logp - old_logp)
+    objective_t = objective(ratio * advantages, torch.clamp(ratio, 1 - clip, 1 + clip) * advantages)
+    n = mask.sum() if use_mask else mask.numel()
+    loss = -sign * (objective_t * (mask if use_mask else 1)).sum() / n
+    if detach:
+        loss = loss.detach()
+    with torch.no_grad():
+        clipfrac = (((ratio - 1).abs() > clip).float() * mask).sum() / mask.sum().clamp(min=1)
+        approx_kl = (((ratio - 1) - (logp - old_logp)) * mask).sum() / mask.sum().clamp(min=1)
+    return loss, {"clipfrac": clipfrac.item(), "approx_kl": approx_kl.item()}
+
+
+def value_loss(values, old_values, returns, mask, clip=0.2, select=torch.max, half=0.5):
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    per_token = select((values - returns) ** 2, (clipped - returns) ** 2)
+    return half * (per_token * mask).sum() / mask.sum(), {}
+
+
+# ---------------------------------------------------------------- the table of cases
+
+def wrong(fn, **kw):
+    def variant(*args, **kwargs):
+        return fn(*args, **kwargs, **kw)
+    return variant
+
+
+CASES = {
+    # check: (correct objects, [(wrong objects, hint fragment), ...])
+    "response_logprobs": (checks.check_response_logprobs, (response_logprobs,), [
+        ((wrong(response_logprobs, shift=0),), "forgot to shift by one"),
+        ((wrong(response_logprobs, use_mask=False),), "padding positions must be 0"),
+        ((wrong(response_logprobs, use_temperature=False),), "forgot the temperature"),
+    ]),
+    "sft_loss": (checks.check_sft_loss, (sft_loss,), [
+        ((wrong(sft_loss, shift_mask=False),), "shift the loss mask"),
+        ((wrong(sft_loss, sign=-1.0),), "wrong sign"),
+        ((wrong(sft_loss, per_token_mean=False),), "contribute to your mean"),
+    ]),
+    "ranking_to_pairs": (checks.check_ranking_to_pairs, (ranking_to_pairs,), [
+        ((lambda r: [(r[i], r[i + 1]) for i in range(len(r) - 1)],), "only neighbours"),
+        ((lambda r: [(b, a) for a, b in ranking_to_pairs(r)],), "(loser, winner)"),
+    ]),
+    "bradley_terry_loss": (checks.check_bradley_terry_loss, (bradley_terry,), [
+        ((lambda w, lo: F.logsigmoid(w - lo).mean(),), "wrong sign"),
+        ((lambda w, lo: -torch.log(torch.sigmoid(w - lo)).mean(),), "logsigmoid"),
+        ((lambda w, lo: -F.logsigmoid(w - lo).sum(),), "take the mean"),
+    ]),
+    "score_at_last_token": (checks.check_score_at_last_token, (score_at_last_token,), [
+        ((lambda h, m, head: head(h[:, -1]).squeeze(-1),), "you read the last column"),
+        ((lambda h, m, head: head(h[torch.arange(len(h)), m.sum(1) - 1]).squeeze(-1),), "mask.sum() − 1"),
+    ]),
+    "kl_estimators": (checks.check_kl_estimators, (k1, k2, k3), [
+        ((lambda lp, rp: rp - lp, k2, k3), "k1 has the wrong sign"),
+        ((k1, lambda lp, rp: (lp - rp) ** 2, k3), "forgot the ½"),
+        ((k1, k2, lambda lp, rp: (lp - rp).exp() - 1 - (lp - rp)), "π_ref / π"),
+    ]),
+    "adaptive_kl": (checks.check_adaptive_kl, (Controller,), [
+        ((type("NoClip", (Controller,), {"update": lambda self, kl, n: setattr(
+            self, "value", self.value * (1 + (kl / self.target - 1) * n / self.horizon))}),), "not clipped"),
+        ((type("Backwards", (Controller,), {"update": lambda self, kl, n: setattr(
+            self, "value", self.value * (1 - max(-0.2, min(0.2, kl / self.target - 1)) * n / self.horizon))}),),
+         "wrong way"),
+    ]),
+    "per_token_rewards": (checks.check_per_token_rewards, (per_token_rewards,), [
+        ((wrong(per_token_rewards, on_last_real=False),), "on the last column"),
+        ((lambda s, lp, rp, m, b: per_token_rewards(s, lp, rp, m, 1.0),), "KL coefficient"),
+        ((wrong(per_token_rewards, mask_kl=False),), "padding positions"),
+    ]),
+    "gae": (checks.check_gae, (gae,), [
+        ((wrong(gae, stop_at_end=False),), "did not stop GAE at the end of the response"),
+        ((wrong(gae, backwards=False),), "backwards in time"),
+        ((lambda r, v, m, g, lam: (gae(r, v, m, g, lam)[0], gae(r, v, m, g, lam)[0] + v),), "nonzero returns"),
+    ]),
+    "policy_loss": (checks.check_policy_loss, (policy_loss,), [
+        ((wrong(policy_loss, sign=-1.0),), "wrong sign"),
+        ((wrong(policy_loss, objective=torch.max),), "optimistic"),
+        ((wrong(policy_loss, use_mask=False),), "padding positions contribute to your mean"),
+        ((wrong(policy_loss, detach=True),), "cut off from autograd"),
+    ]),
+    "value_loss": (checks.check_value_loss, (value_loss,), [
+        ((wrong(value_loss, select=torch.min),), "not the min"),
+        ((wrong(value_loss, half=1.0),), "forgot the ½"),
+    ]),
+}
+
+
+@pytest.mark.parametrize("exercise", sorted(CASES))
+def test_correct_implementation_passes(exercise, capsys):
+    check, correct, _ = CASES[exercise]
+    result = check(*correct)
+    assert result.passed, result.message
+    assert result.points == core.POINTS[exercise]
+    assert "PASSED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exercise", sorted(CASES))
+def test_wrong_implementations_get_the_intended_hint(exercise):
+    check, _, wrongs = CASES[exercise]
+    assert len(wrongs) >= 2
+    for objects, hint in wrongs:
+        result = check(*objects)
+        assert result.status == "failed" and result.points == 0
+        assert hint in result.message, f"expected {hint!r} in {result.message!r}"
+
+
+@pytest.mark.parametrize("exercise", sorted(CASES))
+def test_blank_exercise_says_not_implemented(exercise, capsys):
+    check, correct, _ = CASES[exercise]
+    blanks = tuple(BlankController if isinstance(obj, type) else blank for obj in correct)
+    result = check(*blanks)
+    assert result.status == "not implemented" and result.points == 0
+    assert "not implemented yet" in capsys.readouterr().out
+
+
+def test_every_exercise_has_points_and_a_check():
+    assert set(CASES) | {"ppo_training"} == set(core.POINTS)
+    assert all(p > 0 for p in core.POINTS.values())
+
+
+def test_a_crash_in_student_code_is_reported_not_raised():
+    result = checks.check_gae(lambda *a: 1 / 0)
+    assert result.status == "failed" and "ZeroDivisionError" in result.message
+
+
+def test_passing_the_package_reference_is_refused():
+    from minirlhf.ppo import gae as reference
+    assert "your own implementation" in checks.check_gae(reference).message
+
+
+def test_results_are_logged_as_json_lines(tmp_path, monkeypatch):
+    import json
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv(core.LOG_ENV, str(log))
+    checks.check_gae(gae)
+    checks.check_gae(blank)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["exercise"], r["status"]) for r in lines] == [("gae", "passed"), ("gae", "not implemented")]
+
+
+def test_hand_values_are_right():
+    # the hand-computed answers the checks quote, against the package
+    from minirlhf.reward import bradley_terry_loss
+    assert math.isclose(bradley_terry_loss(torch.tensor([1.0]), torch.tensor([1.0])).item(), math.log(2),
+                        rel_tol=1e-6)
