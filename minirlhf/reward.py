@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .model import GPT, GPTConfig
 from .ppo import last_index
+from .tokenizer import encode_prompts
+from .training import check_finite, make_optimizer, set_seed
 
 
 def ranking_to_pairs(ranking: list[int]) -> list[tuple[int, int]]:
@@ -96,3 +99,92 @@ class RewardModel(nn.Module):
         model = cls(GPTConfig(**config))
         load_weights(model, tensors, path, tied={"backbone.lm_head.weight"} if model.config.tie_weights else set())
         return model.to(device)
+
+
+# ---------------------------------------------------------------------------------------
+# Training on rankings
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RewardConfig:
+    k: int = 4                    # responses ranked per prompt
+    n_rankings: int = 1200        # rankings collected (prompts are cycled)
+    prompts_per_batch: int = 8    # all K(K-1)/2 pairs of each prompt go in the same batch
+    epochs: int = 2
+    lr: float = 3e-4
+    center_coef: float = 0.0      # optional penalty c·E[r²] that keeps scores centred on 0
+
+
+def encode_dialogues(tokenizer, prompts: list[str], responses: list[str], ended: list[bool]):
+    """Left-padded prompt + right-padded response, as generation produced them: (B, T) ids and mask.
+
+    The end token is appended only where the response ended, so the reward model sees exactly
+    what the policy wrote.
+    """
+    enc = encode_prompts(tokenizer, prompts)
+    resp = [tokenizer(r, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if e else [])
+            for r, e in zip(responses, ended)]
+    T = max(len(r) for r in resp)
+    r_ids = torch.full((len(resp), T), tokenizer.pad_token_id, dtype=torch.long)
+    r_mask = torch.zeros((len(resp), T), dtype=torch.long)
+    for i, r in enumerate(resp):
+        r_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        r_mask[i, :len(r)] = 1
+    return torch.cat([enc["input_ids"], r_ids], 1), torch.cat([enc["attention_mask"], r_mask], 1)
+
+
+def _score_groups(rm, tokenizer, rows) -> torch.Tensor:
+    """Raw scores of every response of every row: (rows, K)."""
+    prompts = [row["prompt"] for row in rows for _ in row["responses"]]
+    responses = [r for row in rows for r in row["responses"]]
+    ended = [e for row in rows for e in row["ended"]]
+    ids, attn = encode_dialogues(tokenizer, prompts, responses, ended)
+    return rm.raw_score(ids.to(rm.device), attn.to(rm.device)).view(len(rows), -1)
+
+
+def train_reward_model(rm: RewardModel, tokenizer, comparisons, cfg: RewardConfig, seed: int = 0) -> list[float]:
+    """Bradley–Terry training on ranked comparisons; returns the loss of every step."""
+    gen = set_seed(seed)
+    opt = make_optimizer(rm.parameters(), cfg.lr)
+    rows = comparisons.to_list()
+    steps_per_epoch = max(1, len(rows) // cfg.prompts_per_batch)
+    losses = []
+    rm.train()
+    for step in tqdm(range(cfg.epochs * steps_per_epoch), desc="reward model", mininterval=1.0):
+        if step % steps_per_epoch == 0:
+            order = torch.randperm(len(rows), generator=gen).tolist()
+        start = (step % steps_per_epoch) * cfg.prompts_per_batch
+        batch = [rows[i] for i in order[start:start + cfg.prompts_per_batch]]
+        scores = _score_groups(rm, tokenizer, batch)  # (prompts, K)
+        pairs = [(b, w, l) for b, row in enumerate(batch) for w, l in ranking_to_pairs(row["ranking"])]
+        b, w, l = (torch.tensor(x, device=rm.device) for x in zip(*pairs))
+        loss = bradley_terry_loss(scores[b, w], scores[b, l]) + cfg.center_coef * (scores ** 2).mean()
+        check_finite(loss, "reward model loss", step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    rm.eval()
+    return losses
+
+
+@torch.no_grad()
+def pairwise_accuracy(rm: RewardModel, tokenizer, comparisons) -> dict[str, float]:
+    """How often the reward model orders a pair as the labelers did, and as the gold score does
+    (pairs that gold scores as a tie are left out of the gold accuracy)."""
+    rows = comparisons.to_list()
+    agree_lab = n_lab = agree_gold = n_gold = 0
+    for start in range(0, len(rows), 64):
+        chunk = rows[start:start + 64]
+        scores = _score_groups(rm, tokenizer, chunk)
+        for row, s in zip(chunk, scores.tolist()):
+            for w, l in ranking_to_pairs(row["ranking"]):
+                n_lab += 1
+                agree_lab += s[w] > s[l]
+                gw, gl = row["gold"][w], row["gold"][l]
+                if abs(gw - gl) > 1e-9:
+                    n_gold += 1
+                    agree_gold += (s[w] > s[l]) == (gw > gl)
+    return {"accuracy_labelers": agree_lab / max(n_lab, 1), "accuracy_gold": agree_gold / max(n_gold, 1),
+            "n_pairs": n_lab, "n_gold_pairs": n_gold}

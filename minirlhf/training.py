@@ -6,6 +6,7 @@ import math
 import random
 
 import torch
+from tqdm.auto import tqdm
 
 from .logprobs import gather_logprobs, masked_mean
 
@@ -84,8 +85,6 @@ def train_lm(model, examples: list[tuple[list[int], list[int]]], steps: int, bat
     Shared by pretraining (loss on every token) and SFT (loss on the response only).
     Returns the loss of every step.
     """
-    from tqdm.auto import tqdm
-
     device = model.device
     gen = set_seed(seed)
     opt = make_optimizer(model.parameters(), lr, weight_decay)

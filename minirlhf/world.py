@@ -314,10 +314,16 @@ class World:
 
     def internet(self) -> Dataset:
         """Pretraining documents: `text` holds chat text (with role tokens) or prose."""
-        rng = random.Random(self.config.seed + 2)
         pool = self.requests["sft"] + self.requests["reward"] + self.requests["rl"]
+        return self._internet(pool, self.config.n_internet, random.Random(self.config.seed + 2))
+
+    def internet_heldout(self, n: int) -> Dataset:
+        """Internet text about the held-out prompts: never trained on, for measuring perplexity."""
+        return self._internet(self.requests["eval"], n, random.Random(self.config.seed + 4))
+
+    def _internet(self, pool: list[Request], n: int, rng: random.Random) -> Dataset:
         texts, kinds = [], []
-        for _ in range(self.config.n_internet):
+        for _ in range(n):
             if rng.random() < self.config.prose_share:
                 texts.append(_prose(self.kb, rng, self.config.style))
                 kinds.append("prose")

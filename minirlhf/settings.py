@@ -1,0 +1,85 @@
+"""The course's settings: one place that says how big everything is.
+
+    fast     tests and CI: tiny model, a few hundred steps; minutes on 2 CPU cores
+    default  lecture quality on a laptop CPU (about a quarter of an hour for the whole pipeline)
+    gpu      a bigger toy GPT and more steps, picked automatically when CUDA is present
+
+Pick one with MINIRLHF_SETTING=fast|default|gpu, or MINIRLHF_FAST=1 for the fast one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .model import GPTConfig
+from .pretrain import PretrainConfig
+from .reward import RewardConfig
+from .rlhf import PPOConfig
+from .sft import SFTConfig
+from .world import WorldConfig
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    samples_per_prompt: int = 2
+    max_new_tokens: int = 24
+    n_heldout_docs: int = 500       # internet documents for the alignment-tax perplexity
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    seed: int = 0
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: GPTConfig = field(default_factory=GPTConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def with_seed(self, seed: int) -> "Settings":
+        return replace(self, seed=seed, world=replace(self.world, seed=seed))
+
+
+PRESETS = {
+    "fast": Settings(
+        name="fast",
+        world=WorldConfig(n_internet=6000),
+        model=GPTConfig(n_layer=2, n_head=2, n_embd=64),
+        pretrain=PretrainConfig(steps=500, batch_size=32, lr=3e-3),
+        sft=SFTConfig(epochs=3.0, batch_size=32, lr=1e-3),
+        reward=RewardConfig(n_rankings=300, epochs=2),
+        ppo=PPOConfig(steps=15, batch_size=32, minibatch_size=16, lr=1e-4, value_lr=3e-4),
+        eval=EvalConfig(samples_per_prompt=1, n_heldout_docs=200)),
+    "default": Settings(name="default"),
+    "gpu": Settings(
+        name="gpu",
+        world=WorldConfig(n_internet=50000, n_demonstrations=400),
+        model=GPTConfig(n_layer=6, n_head=6, n_embd=384),
+        pretrain=PretrainConfig(steps=4000, batch_size=128, lr=1e-3),
+        reward=RewardConfig(n_rankings=3000, epochs=2, lr=1e-4),
+        ppo=PPOConfig(steps=150, batch_size=128, minibatch_size=32, lr=1e-5, value_lr=5e-5),
+        eval=EvalConfig(samples_per_prompt=4, n_heldout_docs=2000)),
+}
+
+
+def setting_name() -> str:
+    """The setting the environment asks for: MINIRLHF_SETTING, MINIRLHF_FAST=1, or by hardware."""
+    name = os.environ.get("MINIRLHF_SETTING")
+    if name:
+        if name not in PRESETS:
+            raise ValueError(f"MINIRLHF_SETTING={name!r} is not a setting; use one of {sorted(PRESETS)}")
+        return name
+    if os.environ.get("MINIRLHF_FAST", "") not in ("", "0"):
+        return "fast"
+    return "gpu" if torch.cuda.is_available() else "default"
+
+
+def get_settings(name: str | None = None, seed: int | None = None) -> Settings:
+    settings = PRESETS[name or setting_name()] if (name is None or name in PRESETS) else None
+    if settings is None:
+        raise ValueError(f"unknown setting {name!r}; use one of {sorted(PRESETS)}")
+    return settings if seed is None else settings.with_seed(seed)

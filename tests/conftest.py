@@ -1,0 +1,18 @@
+import pytest
+import torch
+
+from minirlhf.model import GPT, GPTConfig
+from minirlhf.tokenizer import build_tokenizer
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture
+def tiny_gpt(tok):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from minirlhf.generate import generate
+from minirlhf.logprobs import response_logprobs
+from minirlhf.model import GPT, GPTConfig
+from minirlhf.tokenizer import encode_prompts
+
+PROMPTS = ["hi !", "what is the capital of zorbia ?", "count from 3 to 6 ."]
+
+
+def test_left_padding_does_not_change_real_token_logits(tok, tiny_gpt):
+    enc = encode_prompts(tok, PROMPTS)
+    logits, _ = tiny_gpt(enc["input_ids"], enc["attention_mask"])
+    for i, p in enumerate(PROMPTS):
+        alone = encode_prompts(tok, [p])
+        n = alone["input_ids"].shape[1]
+        ref, _ = tiny_gpt(alone["input_ids"])
+        torch.testing.assert_close(logits[i, -n:], ref[0], atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_generation_equals_generation_without_cache(tok, tiny_gpt):
+    enc = encode_prompts(tok, PROMPTS)
+    kw = dict(max_new_tokens=12, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    for temperature in (0.0, 1.0):
+        a = generate(tiny_gpt, enc["input_ids"], enc["attention_mask"], temperature=temperature,
+                     generator=torch.Generator().manual_seed(1), use_cache=True, **kw)
+        b = generate(tiny_gpt, enc["input_ids"], enc["attention_mask"], temperature=temperature,
+                     generator=torch.Generator().manual_seed(1), use_cache=False, **kw)
+        assert torch.equal(a.response_ids, b.response_ids)
+        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_log_probs_are_recomputed_by_a_forward_pass(tok, tiny_gpt):
+    enc = encode_prompts(tok, PROMPTS)
+    g = generate(tiny_gpt, enc["input_ids"], enc["attention_mask"], 12, tok.eos_token_id, tok.pad_token_id,
+                 temperature=0.7, generator=torch.Generator().manual_seed(0))
+    lp = response_logprobs(tiny_gpt, g.input_ids, g.attention_mask, g.response_start, temperature=0.7)
+    torch.testing.assert_close(lp * g.response_mask, g.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_generation_stops_at_end_of_turn_and_pads_after(tok, tiny_gpt):
+    enc = encode_prompts(tok, PROMPTS)
+    end = tok.eos_token_id
+    g = generate(tiny_gpt, enc["input_ids"], enc["attention_mask"], 20, end, tok.pad_token_id,
+                 generator=torch.Generator().manual_seed(0))
+    for row, mask, ended in zip(g.response_ids, g.response_mask, g.ended):
+        n = int(mask.sum())
+        assert (row[n:] == tok.pad_token_id).all()
+        assert bool(ended) == (n > 0 and row[n - 1].item() == end)
+
+
+def test_save_load_round_trip(tiny_gpt, tmp_path):
+    tiny_gpt.save_pretrained(tmp_path / "m")
+    again = GPT.from_pretrained(tmp_path / "m")
+    x = torch.randint(0, tiny_gpt.config.vocab_size, (2, 10))
+    torch.testing.assert_close(again(x)[0], tiny_gpt(x)[0])
+    assert again.lm_head.weight is again.tok_emb.weight
+
+
+def test_missing_checkpoint_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*train the stage first"):
+        GPT.from_pretrained(tmp_path / "nothing")
+
+
+def test_checkpoint_of_another_version_is_refused(tiny_gpt, tmp_path):
+    tiny_gpt.save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["format_version"] = 0
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="another version of minirlhf"):
+        GPT.from_pretrained(tmp_path / "m")
+
+
+def test_failed_save_leaves_nothing_behind(tiny_gpt, tmp_path, monkeypatch):
+    import minirlhf.checkpoint as ckpt
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", broken)
+    with pytest.raises(OSError):
+        tiny_gpt.save_pretrained(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(n_embd=30, n_head=4), "multiple of n_head"),
+                                           (dict(n_layer=0), "positive"), (dict(dropout=1.5), "dropout")])
+def test_impossible_configs_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GPTConfig(**kwargs)
+
+
+def test_too_long_input_is_refused(tiny_gpt):
+    with pytest.raises(ValueError, match="longer than block_size"):
+        tiny_gpt(torch.zeros(1, 65, dtype=torch.long))

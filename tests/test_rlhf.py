@@ -1,0 +1,80 @@
+"""The PPO loop on tiny models: invariants that catch silent bugs."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from minirlhf.model import GPT, GPTConfig
+from minirlhf.reward import RewardModel
+from minirlhf.rlhf import PPOConfig, train_ppo, value_model_from_reward_model
+from minirlhf.world import World, WorldConfig
+
+CFG = PPOConfig(steps=2, batch_size=8, minibatch_size=4, epochs=2, max_new_tokens=8)
+
+
+def models(tok):
+    torch.manual_seed(0)
+    policy = GPT(GPTConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=32))
+    ref = GPT(policy.config)
+    ref.load_state_dict(policy.state_dict())
+    rm = RewardModel.from_language_model(policy)
+    return policy, ref, rm, value_model_from_reward_model(rm)
+
+
+REQUESTS = World(WorldConfig(n_internet=10)).requests["rl"]
+
+
+def test_with_zero_learning_rate_ratio_is_one_and_kl_is_zero(tok):
+    policy, ref, rm, value = models(tok)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    hist = train_ppo(policy, ref, rm, value, tok, REQUESTS, replace(CFG, lr=0.0, value_lr=0.0))
+    for h in hist:
+        assert h["first_approx_kl"] == pytest.approx(0.0, abs=1e-7)
+        assert h["approx_kl"] == pytest.approx(0.0, abs=1e-7)
+        assert h["clipfrac"] == 0.0
+        assert h["kl"] == pytest.approx(0.0, abs=1e-5)   # policy == reference
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_first_minibatch_ratio_is_one_while_learning(tok):
+    policy, ref, rm, value = models(tok)
+    hist = train_ppo(policy, ref, rm, value, tok, REQUESTS, replace(CFG, lr=1e-3))
+    assert all(h["first_approx_kl"] == pytest.approx(0.0, abs=1e-7) for h in hist)
+    assert hist[-1]["kl"] != 0.0
+
+
+def test_value_model_starts_on_the_normalised_reward_scale(tok):
+    from minirlhf.reward import encode_dialogues
+
+    _, _, rm, _ = models(tok)
+    rm.set_normalization(torch.tensor([1.0, 3.0, 8.0]))
+    value = value_model_from_reward_model(rm)
+    ids, attn = encode_dialogues(tok, ["hi !"], ["hello !"], [True])
+    assert value.values(ids, attn)[0, -1].item() == pytest.approx(rm(ids, attn).item(), abs=1e-5)
+
+
+def test_frozen_layers_do_not_move(tok):
+    policy, ref, rm, value = models(tok)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    train_ppo(policy, ref, rm, value, tok, REQUESTS, replace(CFG, lr=1e-3, freeze_layers=1))
+    after = policy.state_dict()
+    assert torch.equal(after["blocks.0.attn.qkv.weight"], before["blocks.0.attn.qkv.weight"])
+    assert torch.equal(after["tok_emb.weight"], before["tok_emb.weight"])
+    assert not torch.equal(after["blocks.1.attn.qkv.weight"], before["blocks.1.attn.qkv.weight"])
+
+
+def test_nan_loss_stops_training_with_a_message(tok):
+    policy, ref, rm, value = models(tok)
+
+    def nan_policy_loss(logp, old_logp, advantages, mask, clip):
+        return (logp * float("nan")).sum()
+
+    with pytest.raises(FloatingPointError, match="policy loss is nan at step 0"):
+        train_ppo(policy, ref, rm, value, tok, REQUESTS, CFG, functions={"policy_loss": nan_policy_loss})
+
+
+def test_ptx_needs_pretraining_examples(tok):
+    policy, ref, rm, value = models(tok)
+    with pytest.raises(ValueError, match="ptx_examples"):
+        train_ppo(policy, ref, rm, value, tok, REQUESTS, replace(CFG, ptx_coef=1.0))
