@@ -9,9 +9,11 @@ from .kl import check_adaptive_kl, check_kl_estimators
 from .logprobs import check_response_logprobs, check_sft_loss
 from .ppo import check_gae, check_per_token_rewards, check_policy_loss, check_value_loss
 from .reward import check_bradley_terry_loss, check_ranking_to_pairs, check_score_at_last_token
+from .rlhf import check_ppo_training
 
 __all__ = ["EXERCISES", "POINTS", "CheckResult", "assert_all_passed",
            "check_response_logprobs", "check_sft_loss",
            "check_ranking_to_pairs", "check_bradley_terry_loss", "check_score_at_last_token",
            "check_kl_estimators", "check_adaptive_kl",
-           "check_per_token_rewards", "check_gae", "check_policy_loss", "check_value_loss"]
+           "check_per_token_rewards", "check_gae", "check_policy_loss", "check_value_loss",
+           "check_ppo_training"]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+import traceback
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -51,6 +52,7 @@ class CheckResult:
     message: str
     points: float
     max_points: float
+    data: dict = field(default_factory=dict, repr=False)  # what a check measured, e.g. a PPO history
 
     @property
     def passed(self) -> bool:
@@ -71,28 +73,37 @@ def record(result: CheckResult) -> CheckResult:
     path = os.environ.get(LOG_ENV)
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps(asdict(result)) + "\n")
+            f.write(json.dumps({k: v for k, v in asdict(result).items() if k != "data"}) + "\n")
     return result
 
 
-def run_check(exercise: str, body, *student_objects) -> CheckResult:
-    """Run `body(*student_objects)`; a Hint or an exception from the student's code is a failure."""
+def run_check(exercise: str, body, *student_objects, data: dict | None = None) -> CheckResult:
+    """Run `body(*student_objects)`; a Hint or an exception from the student's code is a failure.
+
+    `data`, if given, is a dict the body fills with what it measured; it ends up in `result.data`.
+    """
+    data = {} if data is None else data
     max_points = POINTS[exercise]
-    for obj in student_objects:
-        # the package's reference is not the student's work (and would make every check trivial)
-        if getattr(obj, "__module__", "").startswith("minirlhf."):
-            return record(CheckResult(exercise, "failed", f"pass your own implementation, not "
-                                      f"{obj.__module__}.{obj.__name__}", 0, max_points))
     try:
+        for obj in student_objects:
+            refuse_reference(obj)
         body(*student_objects)
     except NotImplementedError:
         return record(CheckResult(exercise, "not implemented", NOT_IMPLEMENTED, 0, max_points))
     except Hint as hint:
-        return record(CheckResult(exercise, "failed", str(hint), 0, max_points))
-    except Exception as e:  # the student's code crashed on one of our inputs: say which error
-        return record(CheckResult(exercise, "failed", f"your code raised {type(e).__name__}: {e}",
-                                  0, max_points))
-    return record(CheckResult(exercise, "passed", "all cases match", max_points, max_points))
+        return record(CheckResult(exercise, "failed", str(hint), 0, max_points, data))
+    except Exception as e:  # the student's code crashed on one of our inputs: say which error and where
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return record(CheckResult(exercise, "failed", f"your code raised {type(e).__name__}: {e} "
+                                  f"(in {where.name}, line {where.lineno})", 0, max_points, data))
+    return record(CheckResult(exercise, "passed", data.pop("message", "all cases match"), max_points,
+                              max_points, data))
+
+
+def refuse_reference(obj) -> None:
+    """The package's reference is not the student's work (and would make every check trivial)."""
+    if callable(obj) and getattr(obj, "__module__", "").startswith("minirlhf."):
+        raise Hint(f"pass your own implementation, not {obj.__module__}.{obj.__name__}")
 
 
 def assert_all_passed() -> None:

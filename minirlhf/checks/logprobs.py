@@ -84,12 +84,15 @@ def _response_mistakes():
 
 def check_response_logprobs(response_logprobs) -> CheckResult:
     """Check `response_logprobs(logits, input_ids, response_start, response_mask, temperature=1.0)`."""
-    def body(fn):
-        mistakes = _response_mistakes()
-        for case, args, hand in _response_cases():
-            want = _reference_response_logprobs(*args) if hand is None else hand
-            expect(call(fn, *args), want, case, "the log-probs", mistakes, args)
-    return run_check("response_logprobs", body, response_logprobs)
+    return run_check("response_logprobs", cases_response_logprobs, response_logprobs)
+
+
+def cases_response_logprobs(fn) -> None:
+    """Run the cases of `check_response_logprobs`: raise a Hint at the first mismatch."""
+    mistakes = _response_mistakes()
+    for case, args, hand in _response_cases():
+        want = _reference_response_logprobs(*args) if hand is None else hand
+        expect(call(fn, *args), want, case, "the log-probs", mistakes, args)
 
 
 def _reference_sft_loss(logits, input_ids, loss_mask):
@@ -159,14 +162,17 @@ def _sft_mistakes():
 
 def check_sft_loss(sft_loss) -> CheckResult:
     """Check `sft_loss(logits, input_ids, loss_mask) -> scalar`."""
-    def body(fn):
-        mistakes = _sft_mistakes()
-        for case, args, hand in _sft_cases():
-            want = _reference_sft_loss(*args) if hand is None else hand
-            got = call(fn, *args)
-            expect(got, want, case, "the loss", mistakes, args)
-        logits = args[0].clone().requires_grad_()
-        if not getattr(fn(logits, args[1], args[2]), "requires_grad", False):
-            raise Hint("your loss does not depend on the logits in autograd's eyes: "
-                       "do not call .item(), .detach() or torch.tensor() on it")
-    return run_check("sft_loss", body, sft_loss)
+    return run_check("sft_loss", cases_sft_loss, sft_loss)
+
+
+def cases_sft_loss(fn) -> None:
+    """Run the cases of `check_sft_loss`: raise a Hint at the first mismatch."""
+    mistakes = _sft_mistakes()
+    for case, args, hand in _sft_cases():
+        want = _reference_sft_loss(*args) if hand is None else hand
+        got = call(fn, *args)
+        expect(got, want, case, "the loss", mistakes, args)
+    logits = args[0].clone().requires_grad_()
+    if not getattr(fn(logits, args[1], args[2]), "requires_grad", False):
+        raise Hint("your loss does not depend on the logits in autograd's eyes: "
+                   "do not call .item(), .detach() or torch.tensor() on it")

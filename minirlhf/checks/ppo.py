@@ -54,25 +54,28 @@ def _rewards_mistakes():
 
 def check_per_token_rewards(fn) -> CheckResult:
     """Check `per_token_rewards(score (B,), logp, ref_logp, mask (B,N), kl_coef) -> (rewards, kl)`."""
-    def body(fn):
-        # Hand case: one response of 2 tokens, β = 0.5, score 1.
-        # kl = [0.2 − 0.0, −0.1 − 0.3] = [0.2, −0.4]; rewards = [−0.1, 0.2 + 1] = [−0.1, 1.2]
-        hand = (torch.tensor([1.0]), torch.tensor([[0.2, -0.1]]), torch.tensor([[0.0, 0.3]]),
-                torch.ones(1, 2), 0.5)
-        g = torch.Generator().manual_seed(5)
-        batch = (torch.randn(3, generator=g), -torch.rand(3, 4, generator=g) * 3,
-                 -torch.rand(3, 4, generator=g) * 3, MASK, 0.1)
-        cases = [("hand-made case (β = 0.5)", hand, (torch.tensor([[-0.1, 1.2]]), torch.tensor([[0.2, -0.4]]))),
-                 ("3 responses of 4, 2 and 1 tokens, right-padded", batch, None)]
-        mistakes = _rewards_mistakes()
-        for case, args, want in cases:
-            want = ppo.per_token_rewards(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args)) \
-                if want is None else want
-            rewards, kl = _unpack(call(fn, *args), case, ("rewards", "kl"))
-            expect(rewards, want[0], case, "rewards", mistakes, args)
-            expect(kl, want[1], case, "kl", [("padding positions must have kl = 0: multiply by the mask",
-                                               lambda s, lp, rp, m, b: lp - rp)], args)
-    return run_check("per_token_rewards", body, fn)
+    return run_check("per_token_rewards", cases_per_token_rewards, fn)
+
+
+def cases_per_token_rewards(fn) -> None:
+    """Run the cases of `check_per_token_rewards`: raise a Hint at the first mismatch."""
+    # Hand case: one response of 2 tokens, β = 0.5, score 1.
+    # kl = [0.2 − 0.0, −0.1 − 0.3] = [0.2, −0.4]; rewards = [−0.1, 0.2 + 1] = [−0.1, 1.2]
+    hand = (torch.tensor([1.0]), torch.tensor([[0.2, -0.1]]), torch.tensor([[0.0, 0.3]]),
+            torch.ones(1, 2), 0.5)
+    g = torch.Generator().manual_seed(5)
+    batch = (torch.randn(3, generator=g), -torch.rand(3, 4, generator=g) * 3,
+             -torch.rand(3, 4, generator=g) * 3, MASK, 0.1)
+    cases = [("hand-made case (β = 0.5)", hand, (torch.tensor([[-0.1, 1.2]]), torch.tensor([[0.2, -0.4]]))),
+             ("3 responses of 4, 2 and 1 tokens, right-padded", batch, None)]
+    mistakes = _rewards_mistakes()
+    for case, args, want in cases:
+        want = ppo.per_token_rewards(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args)) \
+            if want is None else want
+        rewards, kl = _unpack(call(fn, *args), case, ("rewards", "kl"))
+        expect(rewards, want[0], case, "rewards", mistakes, args)
+        expect(kl, want[1], case, "kl", [("padding positions must have kl = 0: multiply by the mask",
+                                           lambda s, lp, rp, m, b: lp - rp)], args)
 
 
 # ---------------------------------------------------------------- GAE
@@ -136,35 +139,38 @@ def _gae_mistakes():
 
 def check_gae(fn) -> CheckResult:
     """Check `gae(rewards, values, mask (B,N), gamma, lam) -> (advantages, returns)`."""
-    def body(fn):
-        # Hand case, γ = 1, λ = 0.5, one response of 3 tokens and one of 2 (then padding whose
-        # value, 9, is garbage from the value model that must be ignored):
-        #   row 0: r = [0, 0, 1], V = [0.5, 0.5, 0.5]
-        #     δ = [0 + 0.5 − 0.5, 0 + 0.5 − 0.5, 1 + 0 − 0.5] = [0, 0, 0.5]
-        #     A_2 = 0.5, A_1 = 0 + 0.5·0.5 = 0.25, A_0 = 0 + 0.5·0.25 = 0.125
-        #   row 1: r = [0, 2, (pad)], V = [1, 1, 9]
-        #     δ = [0 + 1 − 1, 2 + 0 − 1] = [0, 1]; A_1 = 1, A_0 = 0.5
-        hand = (torch.tensor([[0.0, 0, 1], [0, 2, 0]]), torch.tensor([[0.5, 0.5, 0.5], [1, 1, 9]]),
-                torch.tensor([[1.0, 1, 1], [1, 1, 0]]), 1.0, 0.5)
-        hand_adv = torch.tensor([[0.125, 0.25, 0.5], [0.5, 1.0, 0.0]])
-        g = torch.Generator().manual_seed(6)
-        rewards, values = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g) * 2
-        cases = [
-            ("hand-made case (γ = 1, λ = 0.5)", hand, (hand_adv, (hand_adv + hand[1]) * hand[2])),
-            ("right-padded responses of 4, 2 and 1 tokens (γ = 1, λ = 0.95)",
-             (rewards, values, MASK, 1.0, 0.95), None),
-            ("γ = 0.9, λ = 0.8", (rewards, values, MASK, 0.9, 0.8), None),
-            ("an empty response (its mask is all 0)",
-             (rewards, values, torch.tensor([[1.0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]), 1.0, 0.95), None),
-        ]
-        mistakes = _gae_mistakes()
-        for case, args, want in cases:
-            want = ppo.gae(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args)) \
-                if want is None else want
-            adv, ret = _unpack(call(fn, *args), case, ("advantages", "returns"))
-            expect(adv, want[0], case, "advantages", mistakes, args, pick=lambda out: out[0])
-            expect(ret, want[1], case, "returns", mistakes, args, pick=lambda out: out[1])
-    return run_check("gae", body, fn)
+    return run_check("gae", cases_gae, fn)
+
+
+def cases_gae(fn) -> None:
+    """Run the cases of `check_gae`: raise a Hint at the first mismatch."""
+    # Hand case, γ = 1, λ = 0.5, one response of 3 tokens and one of 2 (then padding whose
+    # value, 9, is garbage from the value model that must be ignored):
+    #   row 0: r = [0, 0, 1], V = [0.5, 0.5, 0.5]
+    #     δ = [0 + 0.5 − 0.5, 0 + 0.5 − 0.5, 1 + 0 − 0.5] = [0, 0, 0.5]
+    #     A_2 = 0.5, A_1 = 0 + 0.5·0.5 = 0.25, A_0 = 0 + 0.5·0.25 = 0.125
+    #   row 1: r = [0, 2, (pad)], V = [1, 1, 9]
+    #     δ = [0 + 1 − 1, 2 + 0 − 1] = [0, 1]; A_1 = 1, A_0 = 0.5
+    hand = (torch.tensor([[0.0, 0, 1], [0, 2, 0]]), torch.tensor([[0.5, 0.5, 0.5], [1, 1, 9]]),
+            torch.tensor([[1.0, 1, 1], [1, 1, 0]]), 1.0, 0.5)
+    hand_adv = torch.tensor([[0.125, 0.25, 0.5], [0.5, 1.0, 0.0]])
+    g = torch.Generator().manual_seed(6)
+    rewards, values = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g) * 2
+    cases = [
+        ("hand-made case (γ = 1, λ = 0.5)", hand, (hand_adv, (hand_adv + hand[1]) * hand[2])),
+        ("right-padded responses of 4, 2 and 1 tokens (γ = 1, λ = 0.95)",
+         (rewards, values, MASK, 1.0, 0.95), None),
+        ("γ = 0.9, λ = 0.8", (rewards, values, MASK, 0.9, 0.8), None),
+        ("an empty response (its mask is all 0)",
+         (rewards, values, torch.tensor([[1.0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]), 1.0, 0.95), None),
+    ]
+    mistakes = _gae_mistakes()
+    for case, args, want in cases:
+        want = ppo.gae(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args)) \
+            if want is None else want
+        adv, ret = _unpack(call(fn, *args), case, ("advantages", "returns"))
+        expect(adv, want[0], case, "advantages", mistakes, args, pick=lambda out: out[0])
+        expect(ret, want[1], case, "returns", mistakes, args, pick=lambda out: out[1])
 
 
 # ---------------------------------------------------------------- clipped policy loss
@@ -244,20 +250,23 @@ def _check_stats(stats, want: dict, case: str, extra: dict) -> None:
 
 def check_policy_loss(fn) -> CheckResult:
     """Check `policy_loss(logp, old_logp, advantages, mask (B,N), clip) -> (loss, stats)`."""
-    def body(fn):
-        mistakes = _policy_mistakes()
-        for case, args, hand in _policy_cases():
-            want_loss, want_stats = ppo.policy_loss(*(a.clone() if isinstance(a, torch.Tensor) else a
-                                                      for a in args))
-            loss, stats = _unpack(call(fn, *args), case, ("loss", "stats"))
-            expect(loss, want_loss if hand is None else hand, case, "the loss", mistakes, args)
-            # clip fraction: the package counts tokens where the clipped term is the active one;
-            # CleanRL counts |ρ − 1| > ε. Both are fine for monitoring.
-            logp, old_logp, _, mask, clip = args
-            cleanrl = masked_mean(((logp - old_logp).exp() - 1).abs().gt(clip).float(), mask).item()
-            _check_stats(stats, want_stats, case, {"clipfrac": [cleanrl]})
-        _check_grad(fn, ppo.policy_loss, args, "policy loss")
-    return run_check("policy_loss", body, fn)
+    return run_check("policy_loss", cases_policy_loss, fn)
+
+
+def cases_policy_loss(fn) -> None:
+    """Run the cases of `check_policy_loss`: raise a Hint at the first mismatch."""
+    mistakes = _policy_mistakes()
+    for case, args, hand in _policy_cases():
+        want_loss, want_stats = ppo.policy_loss(*(a.clone() if isinstance(a, torch.Tensor) else a
+                                                  for a in args))
+        loss, stats = _unpack(call(fn, *args), case, ("loss", "stats"))
+        expect(loss, want_loss if hand is None else hand, case, "the loss", mistakes, args)
+        # clip fraction: the package counts tokens where the clipped term is the active one;
+        # CleanRL counts |ρ − 1| > ε. Both are fine for monitoring.
+        logp, old_logp, _, mask, clip = args
+        cleanrl = masked_mean(((logp - old_logp).exp() - 1).abs().gt(clip).float(), mask).item()
+        _check_stats(stats, want_stats, case, {"clipfrac": [cleanrl]})
+    _check_grad(fn, ppo.policy_loss, args, "policy loss")
 
 
 # ---------------------------------------------------------------- clipped value loss
@@ -284,28 +293,31 @@ def _value_mistakes():
 
 def check_value_loss(fn) -> CheckResult:
     """Check `value_loss(values, old_values, returns, mask (B,N), clip) -> (loss, stats)`."""
-    def body(fn):
-        # Hand case, ε = 0.2: V = [1, 0], V_old = [0, 0], R = [1, 1]
-        #   token 0 moved all the way to its return, but only 0.2 of it is allowed:
-        #     V_clip = 0 + clip(1, −0.2, 0.2) = 0.2;  max((1 − 1)², (0.2 − 1)²) = 0.64
-        #   token 1 did not move: max((0 − 1)², (0 − 1)²) = 1
-        #   L = ½ · (0.64 + 1) / 2 = 0.41
-        hand = (torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]]),
-                torch.ones(1, 2), 0.2)
-        g = torch.Generator().manual_seed(8)
-        old_v = torch.randn(3, 4, generator=g)
-        v = old_v + torch.randn(3, 4, generator=g) * 0.5
-        ret = old_v + torch.randn(3, 4, generator=g)
-        cases = [("hand-made case (ε = 0.2)", hand, torch.tensor(0.41)),
-                 ("right-padded responses", (v, old_v, ret, MASK, 0.2), None),
-                 ("values that moved the opposite way from the returns (ε = 0.1)",
-                  (old_v + (ret - old_v).sign() * -0.3, old_v, ret, MASK, 0.1), None)]
-        mistakes = _value_mistakes()
-        for case, args, hand_loss in cases:
-            want_loss, _ = ppo.value_loss(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
-            loss, stats = _unpack(call(fn, *args), case, ("loss", "stats"))
-            expect(loss, want_loss if hand_loss is None else hand_loss, case, "the loss", mistakes, args)
-            if not isinstance(stats, dict):
-                raise Hint(f"{case}: the second output should be a dict of stats, got {type(stats).__name__}")
-        _check_grad(fn, ppo.value_loss, cases[1][1], "value loss")
-    return run_check("value_loss", body, fn)
+    return run_check("value_loss", cases_value_loss, fn)
+
+
+def cases_value_loss(fn) -> None:
+    """Run the cases of `check_value_loss`: raise a Hint at the first mismatch."""
+    # Hand case, ε = 0.2: V = [1, 0], V_old = [0, 0], R = [1, 1]
+    #   token 0 moved all the way to its return, but only 0.2 of it is allowed:
+    #     V_clip = 0 + clip(1, −0.2, 0.2) = 0.2;  max((1 − 1)², (0.2 − 1)²) = 0.64
+    #   token 1 did not move: max((0 − 1)², (0 − 1)²) = 1
+    #   L = ½ · (0.64 + 1) / 2 = 0.41
+    hand = (torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]]),
+            torch.ones(1, 2), 0.2)
+    g = torch.Generator().manual_seed(8)
+    old_v = torch.randn(3, 4, generator=g)
+    v = old_v + torch.randn(3, 4, generator=g) * 0.5
+    ret = old_v + torch.randn(3, 4, generator=g)
+    cases = [("hand-made case (ε = 0.2)", hand, torch.tensor(0.41)),
+             ("right-padded responses", (v, old_v, ret, MASK, 0.2), None),
+             ("values that moved the opposite way from the returns (ε = 0.1)",
+              (old_v + (ret - old_v).sign() * -0.3, old_v, ret, MASK, 0.1), None)]
+    mistakes = _value_mistakes()
+    for case, args, hand_loss in cases:
+        want_loss, _ = ppo.value_loss(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
+        loss, stats = _unpack(call(fn, *args), case, ("loss", "stats"))
+        expect(loss, want_loss if hand_loss is None else hand_loss, case, "the loss", mistakes, args)
+        if not isinstance(stats, dict):
+            raise Hint(f"{case}: the second output should be a dict of stats, got {type(stats).__name__}")
+    _check_grad(fn, ppo.value_loss, cases[1][1], "value loss")

@@ -39,27 +39,30 @@ def _pairs_mistakes():
 
 def check_ranking_to_pairs(fn) -> CheckResult:
     """Check `ranking_to_pairs(ranking: list[int]) -> list[(winner, loser)]`."""
-    def body(fn):
-        cases = [("a ranking of one answer", [3], []),
-                 ("ranking [2, 0]", [2, 0], [(2, 0)]),
-                 # 2 beats 0, 1 and 3; 0 beats 1 and 3; 1 beats 3: 4·3/2 = 6 pairs
-                 ("ranking [2, 0, 1, 3]", [2, 0, 1, 3], [(2, 0), (2, 1), (2, 3), (0, 1), (0, 3), (1, 3)]),
-                 ("a ranking of 6 answers", [5, 1, 4, 0, 3, 2], None)]
-        for case, ranking, hand in cases:
-            want = ranking_to_pairs(ranking) if hand is None else hand
-            got = fn(list(ranking))
-            try:
-                got = [tuple(int(i) for i in p) for p in got]
-            except (TypeError, ValueError):
-                raise Hint(f"{case}: return a list of (winner, loser) pairs, got {got!r}")
-            if sorted(got) == sorted(want):  # the order of the pairs does not matter
-                continue
-            for hint, wrong in _pairs_mistakes():
-                if sorted(got) == sorted(wrong(list(ranking))):
-                    raise Hint(f"{case}: {hint}")
-            raise Hint(f"{case}: you returned {len(got)} pairs {sorted(got)}; expected the "
-                       f"{len(want)} pairs {sorted(want)}")
-    return run_check("ranking_to_pairs", body, fn)
+    return run_check("ranking_to_pairs", cases_ranking_to_pairs, fn)
+
+
+def cases_ranking_to_pairs(fn) -> None:
+    """Run the cases of `check_ranking_to_pairs`: raise a Hint at the first mismatch."""
+    cases = [("a ranking of one answer", [3], []),
+             ("ranking [2, 0]", [2, 0], [(2, 0)]),
+             # 2 beats 0, 1 and 3; 0 beats 1 and 3; 1 beats 3: 4·3/2 = 6 pairs
+             ("ranking [2, 0, 1, 3]", [2, 0, 1, 3], [(2, 0), (2, 1), (2, 3), (0, 1), (0, 3), (1, 3)]),
+             ("a ranking of 6 answers", [5, 1, 4, 0, 3, 2], None)]
+    for case, ranking, hand in cases:
+        want = ranking_to_pairs(ranking) if hand is None else hand
+        got = fn(list(ranking))
+        try:
+            got = [tuple(int(i) for i in p) for p in got]
+        except (TypeError, ValueError):
+            raise Hint(f"{case}: return a list of (winner, loser) pairs, got {got!r}")
+        if sorted(got) == sorted(want):  # the order of the pairs does not matter
+            continue
+        for hint, wrong in _pairs_mistakes():
+            if sorted(got) == sorted(wrong(list(ranking))):
+                raise Hint(f"{case}: {hint}")
+        raise Hint(f"{case}: you returned {len(got)} pairs {sorted(got)}; expected the "
+                   f"{len(want)} pairs {sorted(want)}")
 
 
 # ---------------------------------------------------------------- Bradley-Terry
@@ -79,26 +82,29 @@ def _bt_mistakes():
 
 def check_bradley_terry_loss(fn) -> CheckResult:
     """Check `bradley_terry_loss(r_chosen (P,), r_rejected (P,)) -> scalar`."""
-    def body(fn):
-        g = torch.Generator().manual_seed(2)
-        cases = [
-            # a tie: σ(0) = 1/2, so the loss is log 2 whatever the rewards
-            ("a tie, r_chosen = r_rejected = 1", (torch.tensor([1.0]), torch.tensor([1.0])), math.log(2)),
-            # −(log σ(2) + log σ(−2)) / 2 = (0.1269 + 2.1269) / 2
-            ("two pairs, margins +2 and −2", (torch.tensor([2.0, 0.0]), torch.tensor([0.0, 2.0])),
-             (-math.log(1 / (1 + math.exp(-2))) - math.log(1 / (1 + math.exp(2)))) / 2),
-            # the model is confidently wrong: −log σ(−200) = 200, not inf
-            ("a margin of −200", (torch.tensor([0.0]), torch.tensor([200.0])), 200.0),
-            ("8 random pairs", (torch.randn(8, generator=g), torch.randn(8, generator=g)), None),
-        ]
-        mistakes = _bt_mistakes()
-        for case, args, hand in cases:
-            want = bradley_terry_loss(*args) if hand is None else torch.tensor(hand)
-            expect(call(fn, *args), want, case, "the loss", mistakes, args)
-        w = args[0].clone().requires_grad_()
-        if not getattr(fn(w, args[1]), "requires_grad", False):
-            raise Hint("your loss is cut off from autograd: do not call .item() or .detach() on it")
-    return run_check("bradley_terry_loss", body, fn)
+    return run_check("bradley_terry_loss", cases_bradley_terry_loss, fn)
+
+
+def cases_bradley_terry_loss(fn) -> None:
+    """Run the cases of `check_bradley_terry_loss`: raise a Hint at the first mismatch."""
+    g = torch.Generator().manual_seed(2)
+    cases = [
+        # a tie: σ(0) = 1/2, so the loss is log 2 whatever the rewards
+        ("a tie, r_chosen = r_rejected = 1", (torch.tensor([1.0]), torch.tensor([1.0])), math.log(2)),
+        # −(log σ(2) + log σ(−2)) / 2 = (0.1269 + 2.1269) / 2
+        ("two pairs, margins +2 and −2", (torch.tensor([2.0, 0.0]), torch.tensor([0.0, 2.0])),
+         (-math.log(1 / (1 + math.exp(-2))) - math.log(1 / (1 + math.exp(2)))) / 2),
+        # the model is confidently wrong: −log σ(−200) = 200, not inf
+        ("a margin of −200", (torch.tensor([0.0]), torch.tensor([200.0])), 200.0),
+        ("8 random pairs", (torch.randn(8, generator=g), torch.randn(8, generator=g)), None),
+    ]
+    mistakes = _bt_mistakes()
+    for case, args, hand in cases:
+        want = bradley_terry_loss(*args) if hand is None else torch.tensor(hand)
+        expect(call(fn, *args), want, case, "the loss", mistakes, args)
+    w = args[0].clone().requires_grad_()
+    if not getattr(fn(w, args[1]), "requires_grad", False):
+        raise Hint("your loss is cut off from autograd: do not call .item() or .detach() on it")
 
 
 # ---------------------------------------------------------------- reward head at the last real token
@@ -143,37 +149,40 @@ def _score_mistakes():
 
 def check_score_at_last_token(fn) -> CheckResult:
     """Check `score_at_last_token(hidden (B,T,C), attention_mask (B,T), head nn.Linear(C,1)) -> (B,)`."""
-    def body(fn):
-        torch.manual_seed(3)
-        B, T, C = 3, 6, 4
-        head = nn.Linear(C, 1)
-        hidden = torch.randn(B, T, C)
-        # Hand case: a head that reads the first feature, hidden[b, t, 0] = 10·b + t,
-        # so the score names the column it was read at.
-        probe = nn.Linear(C, 1, bias=False)
-        with torch.no_grad():
-            probe.weight.copy_(torch.tensor([[1.0, 0, 0, 0]]))
-        numbered = torch.zeros(B, T, C)
-        numbered[:, :, 0] = 10 * torch.arange(B)[:, None] + torch.arange(T)[None, :]
-        right = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
-        cases = [
-            ("hand-made, right padding: last real tokens at columns 5, 2, 3",
-             (numbered, right, probe), torch.tensor([5.0, 12.0, 23.0])),
-            ("no padding", (hidden, torch.ones(B, T, dtype=torch.long), head), None),
-            ("right padding", (hidden, right, head), None),
-            ("left padding", (hidden, right.flip(1), head), None),
-            # the prompt is left-padded and the response right-padded: the last real token is
-            # in the middle of the row
-            ("left-padded prompt and right-padded response",
-             (hidden, torch.tensor([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]]), head),
-             None),
-        ]
-        mistakes = _score_mistakes()
-        for case, args, hand in cases:
-            want = _reference_score(*args).detach() if hand is None else hand
-            got = fn(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
-            expect(got.detach() if isinstance(got, torch.Tensor) else got, want, case, "the score",
-                   mistakes, args)
-        if not getattr(fn(hidden, right, head), "requires_grad", False):
-            raise Hint("your score is cut off from autograd: the head must be trained through it")
-    return run_check("score_at_last_token", body, fn)
+    return run_check("score_at_last_token", cases_score_at_last_token, fn)
+
+
+def cases_score_at_last_token(fn) -> None:
+    """Run the cases of `check_score_at_last_token`: raise a Hint at the first mismatch."""
+    torch.manual_seed(3)
+    B, T, C = 3, 6, 4
+    head = nn.Linear(C, 1)
+    hidden = torch.randn(B, T, C)
+    # Hand case: a head that reads the first feature, hidden[b, t, 0] = 10·b + t,
+    # so the score names the column it was read at.
+    probe = nn.Linear(C, 1, bias=False)
+    with torch.no_grad():
+        probe.weight.copy_(torch.tensor([[1.0, 0, 0, 0]]))
+    numbered = torch.zeros(B, T, C)
+    numbered[:, :, 0] = 10 * torch.arange(B)[:, None] + torch.arange(T)[None, :]
+    right = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+    cases = [
+        ("hand-made, right padding: last real tokens at columns 5, 2, 3",
+         (numbered, right, probe), torch.tensor([5.0, 12.0, 23.0])),
+        ("no padding", (hidden, torch.ones(B, T, dtype=torch.long), head), None),
+        ("right padding", (hidden, right, head), None),
+        ("left padding", (hidden, right.flip(1), head), None),
+        # the prompt is left-padded and the response right-padded: the last real token is
+        # in the middle of the row
+        ("left-padded prompt and right-padded response",
+         (hidden, torch.tensor([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]]), head),
+         None),
+    ]
+    mistakes = _score_mistakes()
+    for case, args, hand in cases:
+        want = _reference_score(*args).detach() if hand is None else hand
+        got = fn(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
+        expect(got.detach() if isinstance(got, torch.Tensor) else got, want, case, "the score",
+               mistakes, args)
+    if not getattr(fn(hidden, right, head), "requires_grad", False):
+        raise Hint("your score is cut off from autograd: the head must be trained through it")

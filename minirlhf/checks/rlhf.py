@@ -1,0 +1,73 @@
+"""Check for the last exercise: the student's functions drive the real PPO loop (rlhf.train_ppo)."""
+from __future__ import annotations
+
+from .core import CheckResult, Hint, fmt, refuse_reference, run_check
+from .ppo import cases_gae, cases_per_token_rewards, cases_policy_loss, cases_value_loss
+
+FUNCTION_CASES = {"per_token_rewards": cases_per_token_rewards, "gae": cases_gae,
+                  "policy_loss": cases_policy_loss, "value_loss": cases_value_loss}
+
+
+def check_ppo_training(run_ppo, pipe, functions: dict) -> CheckResult:
+    """Check `run_ppo(pipe, functions) -> history` (the list of dicts `train_ppo` returns).
+
+    The student's four PPO functions must pass their own checks first; then the loop must call
+    every one of them, and the reward model's score must rise. `result.data["history"]` holds
+    the history for plotting.
+    """
+    data: dict = {}
+    return run_check("ppo_training", lambda fn: cases_ppo_training(fn, pipe, functions, data), run_ppo,
+                     data=data)
+
+
+def _counting(fn, counts: dict, name: str):
+    def wrapper(*args, **kwargs):
+        counts[name] += 1
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def _third_means(history, key):
+    n = max(1, len(history) // 3)
+    first = sum(h[key] for h in history[:n]) / n
+    last = sum(h[key] for h in history[-n:]) / n
+    return first, last
+
+
+def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict) -> None:
+    """Run the student's PPO and judge the history it returns."""
+    if not isinstance(functions, dict) or set(functions) != set(FUNCTION_CASES):
+        raise Hint(f"`functions` must be a dict with exactly the keys {sorted(FUNCTION_CASES)}")
+    for name, cases in FUNCTION_CASES.items():
+        refuse_reference(functions[name])
+        try:
+            cases(functions[name])
+        except Hint as hint:
+            raise Hint(f"your {name} does not pass its own check yet ({hint}): fix that exercise first")
+
+    counts = {name: 0 for name in functions}
+    history = run_ppo(pipe, {name: _counting(fn, counts, name) for name, fn in functions.items()})
+    if not (isinstance(history, list) and history and all(isinstance(h, dict) for h in history)):
+        raise Hint("run_ppo must return the history from train_ppo: a list with one dict per PPO step")
+    data["history"] = history
+    unused = [name for name, n in counts.items() if n == 0]
+    if unused:
+        raise Hint(f"train_ppo never called your {', '.join(unused)}: pass functions=functions to it, "
+                   "otherwise it runs the package's own versions")
+    if len(history) < 4:
+        raise Hint(f"only {len(history)} PPO steps: run at least 4 (pipe.settings.ppo.steps) to see a trend")
+
+    # PPO's invariant: on the first minibatch π_θ = π_old, so the ratio is 1 and approx-KL is 0
+    first_kl = history[0].get("first_approx_kl", 0.0)
+    if abs(first_kl) > 1e-4:
+        raise Hint(f"approx-KL on the very first minibatch is {fmt(first_kl)}, not 0: the policy must "
+                   "start as the model that sampled the rollout (build it from the SFT model, dropout off)")
+    start, end = _third_means(history, "rm_score")
+    gold_start, gold_end = _third_means(history, "gold_score")
+    kl = history[-1]["kl"]
+    data["message"] = (f"reward-model score {start:+.3f} → {end:+.3f}, gold score {gold_start:+.3f} → "
+                       f"{gold_end:+.3f}, KL to the reference {kl:.3f} nats after {len(history)} steps")
+    if not end > start:
+        raise Hint(f"the reward-model score did not rise ({start:+.3f} over the first third of the steps, "
+                   f"{end:+.3f} over the last): are the advantages of the right sign, and is the policy "
+                   "the one being optimised (not the reference)?")
