@@ -244,3 +244,45 @@ def test_hand_values_are_right():
     from minirlhf.reward import bradley_terry_loss
     assert math.isclose(bradley_terry_loss(torch.tensor([1.0]), torch.tensor([1.0])).item(), math.log(2),
                         rel_tol=1e-6)
+
+
+# ---------------------------------------------------------------- the PPO-loop check, without training
+
+def fake_run_ppo(rm_scores, use_functions=True, kl=0.5):
+    """Stands in for the student's run_ppo: calls each function once, returns a made-up history."""
+    def run_ppo(pipe, functions):
+        if use_functions:
+            mask = torch.ones(2, 3)
+            rewards, _ = functions["per_token_rewards"](torch.ones(2), torch.zeros(2, 3), torch.zeros(2, 3), mask, 0.1)
+            adv, ret = functions["gae"](rewards, torch.zeros(2, 3), mask, 1.0, 0.95)
+            functions["policy_loss"](torch.zeros(2, 3), torch.zeros(2, 3), adv, mask, 0.2)
+            functions["value_loss"](torch.zeros(2, 3), torch.zeros(2, 3), ret, mask, 0.2)
+        return [{"rm_score": s, "gold_score": 0.5, "kl": kl, "first_approx_kl": 0.0} for s in rm_scores]
+    return run_ppo
+
+
+FUNCTIONS = {"per_token_rewards": per_token_rewards, "gae": gae, "policy_loss": policy_loss,
+             "value_loss": value_loss}
+
+
+def test_ppo_training_check_passes_when_the_reward_rises():
+    result = checks.check_ppo_training(fake_run_ppo([-0.1, 0.0, 0.1, 0.2, 0.3, 0.4]), None, FUNCTIONS)
+    assert result.passed, result.message
+    assert len(result.data["history"]) == 6
+
+
+@pytest.mark.parametrize("run_ppo, functions, hint", [
+    (fake_run_ppo([0.0] * 6, use_functions=False), FUNCTIONS, "never called your"),
+    (fake_run_ppo([0.3, 0.2, 0.1, 0.0, -0.1, -0.2]), FUNCTIONS, "did not rise"),
+    (fake_run_ppo([0.0, 0.1, 0.2, 0.3], kl=0.0), FUNCTIONS, "never moved away"),
+    (fake_run_ppo([0.0] * 6), {**FUNCTIONS, "gae": wrong(gae, stop_at_end=False)}, "your gae does not pass"),
+])
+def test_ppo_training_check_names_the_problem(run_ppo, functions, hint):
+    result = checks.check_ppo_training(run_ppo, None, functions)
+    assert result.status == "failed" and hint in result.message, result.message
+
+
+def test_ppo_training_check_blank():
+    assert checks.check_ppo_training(blank, None, FUNCTIONS).status == "not implemented"
+    blank_functions = {**FUNCTIONS, "policy_loss": blank}
+    assert checks.check_ppo_training(fake_run_ppo([0.0] * 6), None, blank_functions).status == "not implemented"

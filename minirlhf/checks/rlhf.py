@@ -27,11 +27,9 @@ def _counting(fn, counts: dict, name: str):
     return wrapper
 
 
-def _third_means(history, key):
-    n = max(1, len(history) // 3)
-    first = sum(h[key] for h in history[:n]) / n
-    last = sum(h[key] for h in history[-n:]) / n
-    return first, last
+def _half_means(history, key):
+    n = len(history) // 2
+    return sum(h[key] for h in history[:n]) / n, sum(h[key] for h in history[-n:]) / n
 
 
 def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict) -> None:
@@ -62,12 +60,18 @@ def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict) -> None:
     if abs(first_kl) > 1e-4:
         raise Hint(f"approx-KL on the very first minibatch is {fmt(first_kl)}, not 0: the policy must "
                    "start as the model that sampled the rollout (build it from the SFT model, dropout off)")
-    start, end = _third_means(history, "rm_score")
-    gold_start, gold_end = _third_means(history, "gold_score")
+    start, end = _half_means(history, "rm_score")
+    gold_start, gold_end = _half_means(history, "gold_score")
     kl = history[-1]["kl"]
-    data["message"] = (f"reward-model score {start:+.3f} → {end:+.3f}, gold score {gold_start:+.3f} → "
-                       f"{gold_end:+.3f}, KL to the reference {kl:.3f} nats after {len(history)} steps")
-    if not end > start:
-        raise Hint(f"the reward-model score did not rise ({start:+.3f} over the first third of the steps, "
-                   f"{end:+.3f} over the last): are the advantages of the right sign, and is the policy "
-                   "the one being optimised (not the reference)?")
+    data["message"] = (f"mean reward-model score {start:+.3f} over the first half of the steps, {end:+.3f} "
+                       f"over the second; gold score {gold_start:.3f} → {gold_end:.3f}; KL to the reference "
+                       f"{kl:.3f} nats after {len(history)} steps")
+    if kl <= 0:
+        raise Hint(f"the KL to the reference is {fmt(kl)} after training: the policy never moved away from it. "
+                   "Are the policy and the reference the same model object? Load the SFT model twice")
+    # The reward model is normalised so that the SFT policy scores 0 on average on these prompts:
+    # a policy that learned something scores above 0, and above where it started.
+    if not (end > 0 or end > start):
+        raise Hint(f"the reward-model score did not rise ({start:+.3f} over the first half of the steps, "
+                   f"{end:+.3f} over the second; the SFT policy scores 0 on average): are the advantages "
+                   "of the right sign, and is the policy the model being optimised?")
