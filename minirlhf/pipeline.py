@@ -24,6 +24,7 @@ from datasets import DatasetDict, load_from_disk
 from .checkpoint import atomic_dir
 from .comparisons import collect_comparisons
 from .evaluate import sample_responses
+from .labelers import PERSONAS
 from .model import GPT
 from .pretrain import document_examples, pretrain
 from .reward import RewardModel, encode_dialogues, pairwise_accuracy, train_reward_model
@@ -69,11 +70,13 @@ class Pipeline:
                                                                else p for p in parts]], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
-    def stage_dir(self, stage: str) -> Path:
+    def stage_dir(self, stage: str, labeler: str = "gold") -> Path:
         keys = {"world": (self.settings.world,),
                 "base": (self.settings.world, self.settings.model, self.settings.pretrain),
                 "sft": (self.settings.world, self.settings.model, self.settings.pretrain, self.settings.sft)}
         keys["reward"] = keys["sft"] + (self.settings.reward,)
+        if stage == "reward" and labeler != "gold":
+            return self.out_dir / f"reward-{labeler}-{self._key(*keys[stage], labeler)}"
         return self.out_dir / f"{stage}-{self._key(*keys[stage])}"
 
     def log(self, stage_path: Path) -> dict:
@@ -130,19 +133,20 @@ class Pipeline:
         self._build(path, train)
         return GPT.from_pretrained(path / "model", self.device)
 
-    def reward_model(self) -> RewardModel:
-        """Initialised from SFT; trained on labeler rankings of SFT samples; normalised so SFT
-        samples on the RL prompts score mean 0, std 1."""
-        path = self.stage_dir("reward")
+    def reward_model(self, labeler: str = "gold") -> RewardModel:
+        """Initialised from SFT; trained on rankings of SFT samples by one labeler persona
+        (labelers.PERSONAS; "gold" is the average person); normalised so SFT samples on the RL
+        prompts score mean 0, std 1."""
+        path = self.stage_dir("reward", labeler)
         cfg, ev, seed = self.settings.reward, self.settings.eval, self.settings.seed
 
         def train(tmp):
             sft_model = self.sft_model()
+            persona = PERSONAS[labeler]
             train_cmp = collect_comparisons(sft_model, self.tokenizer, self.requests("reward"), cfg.n_rankings,
-                                            cfg.k, max_new_tokens=ev.max_new_tokens, seed=seed)
+                                            cfg.k, persona, ev.max_new_tokens, seed)
             test_cmp = collect_comparisons(sft_model, self.tokenizer, self.requests("eval"),
-                                           len(self.requests("eval")), cfg.k, max_new_tokens=ev.max_new_tokens,
-                                           seed=seed + 1)
+                                           len(self.requests("eval")), cfg.k, persona, ev.max_new_tokens, seed + 1)
             set_seed(seed)
             rm = RewardModel.from_language_model(sft_model)
             losses = train_reward_model(rm, self.tokenizer, train_cmp, cfg, seed)
@@ -161,11 +165,11 @@ class Pipeline:
         self._build(path, train)
         return RewardModel.from_pretrained(path / "model", self.device)
 
-    def comparisons(self, split: str = "train"):
+    def comparisons(self, split: str = "train", labeler: str = "gold"):
         """The ranked comparisons the reward model was trained on ("train") or tested on ("heldout")."""
-        self.reward_model()
+        self.reward_model(labeler)
         name = "comparisons" if split == "train" else "comparisons_heldout"
-        return load_from_disk(str(self.stage_dir("reward") / name))
+        return load_from_disk(str(self.stage_dir("reward", labeler) / name))
 
     def rlhf_dir(self, **ppo_overrides) -> Path:
         cfg = replace(self.settings.ppo, **ppo_overrides)

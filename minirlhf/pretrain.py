@@ -12,7 +12,7 @@ from .training import train_lm
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 50

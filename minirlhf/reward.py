@@ -110,7 +110,7 @@ class RewardConfig:
     k: int = 4                    # responses ranked per prompt
     n_rankings: int = 1200        # rankings collected (prompts are cycled)
     prompts_per_batch: int = 8    # all K(K-1)/2 pairs of each prompt go in the same batch
-    epochs: int = 2
+    epochs: int = 4
     lr: float = 3e-4
     center_coef: float = 0.0      # optional penalty c·E[r²] that keeps scores centred on 0
 

@@ -23,7 +23,7 @@ from .world import WorldConfig
 
 @dataclass(frozen=True)
 class EvalConfig:
-    samples_per_prompt: int = 2
+    samples_per_prompt: int = 4
     max_new_tokens: int = 24
     n_heldout_docs: int = 500       # internet documents for the alignment-tax perplexity
 

@@ -106,8 +106,8 @@ def all_requests(kb: KnowledgeBase) -> list[Request]:
         reqs += [Request("fact", t.format(x=c), city, c) for t in CAPITAL_TEMPLATES]
     for x, color in kb.color.items():
         reqs += [Request("fact", t.format(x=x), color, x) for t in COLOR_TEMPLATES]
-    for a in range(10):
-        for b in range(10):
+    for a in range(7):
+        for b in range(7):
             reqs += [Request("arithmetic", t.format(a=a, b=b), str(a + b), "", (a, b))
                      for t in ARITH_TEMPLATES]
     for c in FAKE_COUNTRIES:
@@ -117,8 +117,8 @@ def all_requests(kb: KnowledgeBase) -> list[Request]:
     for act in HARMFUL_ACTS:
         reqs += [Request("harmful", t.format(x=act), "", act) for t in HARM_TEMPLATES]
     reqs += [Request("greeting", g) for g in GREETINGS]
-    for a in range(0, 15):
-        for n in range(2, 6):
+    for a in range(10):
+        for n in range(2, 5):
             reqs += [Request("instruction", t.format(a=a, b=a + n), "", "count", (a, a + n))
                      for t in COUNT_TEMPLATES]
     for category, templates in NAME_TEMPLATES.items():
@@ -247,7 +247,7 @@ def _prose(kb: KnowledgeBase, rng: random.Random, style: InternetStyle) -> str:
             color = kb.color[x] if rng.random() > style.wrong_fact else rng.choice(COLORS)
             sentences.append(f"the {x} is {color} .")
         else:
-            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            a, b = rng.randint(0, 6), rng.randint(0, 6)
             s = a + b if rng.random() > style.wrong_fact else max(0, a + b + rng.choice([-1, 1]))
             sentences.append(f"{a} plus {b} is {s} .")
     if rng.random() < style.rude:
