@@ -1,11 +1,27 @@
-"""Command line: `python -m minirlhf run|grade|make-exercises`."""
+"""Command line.
+
+    python -m minirlhf run [--fast] [--out DIR] [--seed N]    train and evaluate every stage, write a report
+    python -m minirlhf grade SUBMISSIONS [--timeout S]         grade a folder of exercise notebooks
+    python -m minirlhf make-exercises                          regenerate exercises/ from solutions/
+"""
 from __future__ import annotations
 
 import argparse
+import sys
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="minirlhf", description=__doc__)
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "grade":
+        from .grading import main as grade_main
+
+        return grade_main(argv[1:])
+    if argv and argv[0] == "make-exercises":
+        from .exercises import main as exercises_main
+
+        return exercises_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="minirlhf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train base → SFT → reward model → RLHF and write a report")
     p_run.add_argument("--fast", action="store_true", help="the fast setting (tests, CI): a few minutes on a CPU")
@@ -13,12 +29,14 @@ def main(argv=None) -> None:
     p_run.add_argument("--out", help="output folder (default: runs/<setting>)")
     p_run.add_argument("--seed", type=int, default=None)
     p_run.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (see --help of the subcommand)")
+    sub.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        from .run import run
+    from .run import run
 
-        run(args.setting or ("fast" if args.fast else None), args.out, args.seed, args.device)
+    run(args.setting or ("fast" if args.fast else None), args.out, args.seed, args.device)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
