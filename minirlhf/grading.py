@@ -1,7 +1,7 @@
 """Grade a class: run every submitted notebook in a fresh kernel, collect the check results,
 and write a table of points per exercise and per student.
 
-    python -m minirlhf grade SUBMISSIONS_DIR [--timeout SECONDS] [--out grades.csv]
+    python -m minirlhf grade SUBMISSIONS_DIR [--timeout SECONDS] [--out grades.csv] [--jobs N]
 
 SUBMISSIONS_DIR holds one folder per student (every .ipynb inside is theirs) and/or one
 notebook per student (`alice.ipynb`). Each notebook runs top to bottom in its own kernel, with
@@ -17,9 +17,11 @@ import argparse
 import csv
 import json
 import math
+import multiprocessing
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,24 +110,40 @@ def labels() -> dict[str, str]:
     return out
 
 
-def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, verbose: bool = True) -> list[dict]:
+def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1,
+          verbose: bool = True) -> list[dict]:
     """Grade every student in `submissions_dir`; write a CSV (default: DIR/grades.csv) and print
-    a summary. Returns one row per student: student, each exercise's points, total, max, notes."""
+    a summary. `jobs` notebooks run at the same time (each in its own kernel). Returns one row
+    per student: student, each exercise's points, total, max, notes."""
     submissions_dir = Path(submissions_dir)
     out_csv = Path(out_csv) if out_csv else submissions_dir / "grades.csv"
     students = find_submissions(submissions_dir)
     if not students:
         raise FileNotFoundError(f"no .ipynb submissions in {submissions_dir}")
+    tasks = [(path, timeout_s, student) for student, notebooks in students.items() for path in notebooks]
+    runs: list[NotebookRun] = []
+
+    def done(run: NotebookRun) -> None:
+        runs.append(run)
+        if verbose:
+            print(f"graded {run.student}/{run.notebook}: {run.status}, {len(run.results)} checks, "
+                  f"{run.seconds:.0f} s", flush=True)
+
+    if jobs > 1:
+        # separate processes (spawned, not forked: the parent may hold torch's thread pools)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(run_notebook, *task) for task in tasks]):
+                done(future.result())
+    else:
+        for task in tasks:
+            done(run_notebook(*task))
+
     rows = []
-    for student, notebooks in students.items():
-        runs = []
-        for path in notebooks:
-            if verbose:
-                print(f"grading {student}: {path.name} ...", flush=True)
-            runs.append(run_notebook(path, timeout_s, student))
-        points = score(runs)
+    for student in students:
+        mine = sorted((r for r in runs if r.student == student), key=lambda r: r.notebook)
+        points = score(mine)
         notes = [f"{r.notebook}: {r.status}" + (f" ({'; '.join(r.errors)})" if r.errors else "")
-                 for r in runs if r.status != "ok" or r.errors]
+                 for r in mine if r.status != "ok" or r.errors]
         rows.append({"student": student, **points, "total": sum(points.values()),
                      "max": float(sum(POINTS.values())), "notes": " | ".join(notes)})
     write_csv(rows, out_csv)
@@ -163,8 +181,9 @@ def main(argv=None) -> int:
     parser.add_argument("submissions", help="a folder of submitted notebooks (one folder or notebook per student)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per notebook (default 900)")
     parser.add_argument("--out", default=None, help="the CSV to write (default: SUBMISSIONS/grades.csv)")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks to run at the same time (default 1)")
     args = parser.parse_args(argv)
-    grade(args.submissions, args.out, args.timeout)
+    grade(args.submissions, args.out, args.timeout, args.jobs)
     return 0
 
 
