@@ -37,7 +37,7 @@ class NotebookRun:
     """What running one submitted notebook gave."""
     student: str
     notebook: str
-    status: str                     # "ok", "timeout", "kernel died" or "unreadable"
+    status: str                     # "finished", "timeout after N s", "kernel died" or "unreadable"
     seconds: float
     errors: list[str] = field(default_factory=list)    # cells that raised: "cell 4: NameError"
     results: list[dict] = field(default_factory=list)  # the check results, in the order they ran
@@ -61,7 +61,7 @@ def run_notebook(path: Path, timeout_s: float, student: str = "") -> NotebookRun
             timeout_func=lambda cell: max(1, math.ceil(deadline - time.monotonic())),
             allow_errors=True, shutdown_kernel="immediate",
             resources={"metadata": {"path": str(path.parent.resolve())}})
-        status = "ok"
+        status = "finished"
         try:
             client.execute(env=env)
         except CellTimeoutError:
@@ -143,7 +143,7 @@ def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1
         mine = sorted((r for r in runs if r.student == student), key=lambda r: r.notebook)
         points = score(mine)
         notes = [f"{r.notebook}: {r.status}" + (f" ({'; '.join(r.errors)})" if r.errors else "")
-                 for r in mine if r.status != "ok" or r.errors]
+                 for r in mine if r.status != "finished" or r.errors]
         rows.append({"student": student, **points, "total": sum(points.values()),
                      "max": float(sum(POINTS.values())), "notes": " | ".join(notes)})
     write_csv(rows, out_csv)
