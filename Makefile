@@ -5,6 +5,7 @@ PYTHON      ?= python3
 VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
 ARGS        ?=
+DIR         ?= submissions
 PY          := $(VENV)/bin/python
 
 .PHONY: setup run fast test exercises grade clean
@@ -30,6 +31,9 @@ test: setup
 
 exercises: setup
 	$(PY) -m minirlhf make-exercises
+
+grade: setup
+	$(PY) -m minirlhf grade $(DIR) $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

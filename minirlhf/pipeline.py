@@ -47,10 +47,15 @@ def default_home() -> Path:
     return Path.home() / ".cache" / "minirlhf"
 
 
+# the modules whose code decides what a stage trains: editing one of them retrains the stages
+TRAINING_MODULES = ("world", "tokenizer", "labelers", "model", "generate", "logprobs", "training", "pretrain",
+                    "sft", "comparisons", "evaluate", "reward", "kl", "ppo", "rlhf", "checkpoint", "pipeline")
+
+
 def _source_hash() -> str:
     h = hashlib.sha256()
-    for f in sorted(PACKAGE_DIR.glob("*.py")):
-        h.update(f.read_bytes())
+    for name in TRAINING_MODULES:
+        h.update((PACKAGE_DIR / f"{name}.py").read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -143,7 +148,9 @@ class Pipeline:
         def train(tmp):
             sft_model = self.sft_model()
             persona = PERSONAS[labeler]
-            train_cmp = collect_comparisons(sft_model, self.tokenizer, self.requests("reward"), cfg.n_rankings,
+            # the RL prompts are ranked too: the reward model must be right where PPO will look
+            train_cmp = collect_comparisons(sft_model, self.tokenizer, self.requests("reward") + self.requests("rl"),
+                                            cfg.n_rankings,
                                             cfg.k, persona, ev.max_new_tokens, seed)
             test_cmp = collect_comparisons(sft_model, self.tokenizer, self.requests("eval"),
                                            len(self.requests("eval")), cfg.k, persona, ev.max_new_tokens, seed + 1)

@@ -37,7 +37,7 @@ class PPOConfig:
     temperature: float = 1.0
     lr: float = 3e-5
     value_lr: float = 1e-4
-    kl_coef: float = 0.1             # β; 0 switches the penalty off
+    kl_coef: float = 0.2             # β; 0 switches the penalty off
     adaptive_kl: bool = False
     kl_target: float = 1.0           # nats per response, for the adaptive controller
     kl_horizon: int = 10000

@@ -14,7 +14,7 @@ from .training import train_lm
 
 @dataclass(frozen=True)
 class SFTConfig:
-    epochs: float = 3.0   # passes over the (few) demonstrations
+    epochs: float = 2.0   # passes over the (few) demonstrations
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 10

@@ -294,7 +294,7 @@ def request_from_row(row: dict) -> Request:
 class WorldConfig:
     seed: int = 0
     n_internet: int = 20000          # pretraining documents
-    n_demonstrations: int = 250      # labeler-written dialogues: expensive, so few
+    n_demonstrations: int = 120      # labeler-written dialogues: expensive, so few
     prose_share: float = 0.3         # share of internet documents that are prose, not chat
     demo_imperfection: float = 0.15  # share of demonstrations with a small flaw
     style: InternetStyle = field(default_factory=InternetStyle)
