@@ -19,6 +19,7 @@ answers: the old one was trained on another distribution, the new one on this on
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def round_dir(pipe, round: int, labeler: str = "gold", **ppo_overrides) -> Path:
     if round < 2:
         raise ValueError(f"round {round}: round 1 is the ordinary pipeline (pipe.rlhf_model()); iterate from 2")
     cfg = replace(pipe.settings.ppo, **ppo_overrides)
-    key = pipe._key(pipe.stage_dir("reward", labeler).name, cfg, "iterated", round)
+    # the key covers this module's source too: change the recipe and the rounds retrain
+    recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    key = pipe._key(pipe.stage_dir("reward", labeler).name, cfg, "iterated", round, recipe)
     return pipe.out_dir / f"iterated-r{round}-{labeler}-{key}"
 
 
