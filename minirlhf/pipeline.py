@@ -102,7 +102,12 @@ class Pipeline:
     def datasets(self) -> DatasetDict:
         """Every split of the world as a DatasetDict, cached to disk."""
         path = self.stage_dir("world")
-        self._build(path, lambda tmp: (self.world.to_dataset_dict().save_to_disk(str(tmp / "data")), {})[1])
+
+        def build(tmp):
+            self.world.to_dataset_dict().save_to_disk(str(tmp / "data"))
+            return {}
+
+        self._build(path, build)
         return load_from_disk(str(path / "data"))
 
     def requests(self, split: str):
