@@ -5,17 +5,19 @@ reward model has never seen (notebook 06), and that is where it is wrong. Instru
 therefore iterate: labelers rank answers of the *current* policy, a new reward model is trained on all
 comparisons so far, and PPO continues from the current policy against it.
 
-    policy = iterated_policy(pipe, 2)          # round 1 is pipe.rlhf_model(); round 2 is one more loop
-    log = iterated_log(pipe, 2)                # PPO history, reward-model losses and accuracies
+    rm = iterated_reward_model(pipe, 2)        # round 1 is pipe.reward_model(); round 2 learns from new rankings
+    policy = iterated_policy(pipe, 2)          # round 1 is pipe.rlhf_model(); round 2 is one more PPO run
+    iterated_reward_log(pipe, 2)["accuracy"]   # old vs new reward model on the round-1 policy's answers
 
-Round r ≥ 2, cached like every stage (`<home>/<setting>/iterated-r<r>-<key>/`):
+Round r ≥ 2 is two cached stages (`<home>/<setting>/iterated-rm-r<r>-…` and `iterated-r<r>-…`):
   1. the round r−1 policy answers K times to the reward and RL prompts; the labeler ranks the answers;
   2. a reward model, initialised from SFT like the first, learns all comparisons of rounds 1..r
-     (Bradley–Terry) and is normalised on the round r−1 policy's answers (mean 0, std 1);
+     (Bradley–Terry) and is normalised on the round r−1 policy's answers (mean 0, std 1); its log holds the
+     accuracy of the old and of the new reward model on held-out comparisons of the round r−1 policy's
+     answers (the old one was trained on another distribution, the new one on this one);
   3. PPO starts from the round r−1 policy; the reference of the KL penalty stays the SFT model, so β keeps
      measuring the distance from the answers people demonstrated.
-The log also holds both reward models' accuracy on held-out comparisons of the round r−1 policy's
-answers: the old one was trained on another distribution, the new one on this one.
+Keyword arguments are PPOConfig overrides, the same for every round (e.g. kl_coef=0.0).
 """
 from __future__ import annotations
 
@@ -35,31 +37,33 @@ from .rlhf import train_ppo, value_model_from_reward_model
 from .training import set_seed
 
 
-def round_dir(pipe, round: int, labeler: str = "gold", **ppo_overrides) -> Path:
-    """Where round `round` (≥ 2) is cached; the key covers every earlier stage and the PPO settings."""
+def round_dir(pipe, round: int, stage: str = "policy", labeler: str = "gold", **ppo_overrides) -> Path:
+    """Where round `round` (≥ 2) is cached: stage "reward" (comparisons, reward model) or "policy" (PPO).
+    The key covers every earlier stage, the PPO settings and this module's source."""
     if round < 2:
         raise ValueError(f"round {round}: round 1 is the ordinary pipeline (pipe.rlhf_model()); iterate from 2")
+    if stage not in ("reward", "policy"):
+        raise ValueError(f"stage must be 'reward' or 'policy', got {stage!r}")
     cfg = replace(pipe.settings.ppo, **ppo_overrides)
-    # the key covers this module's source too: change the recipe and the rounds retrain
     recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    key = pipe._key(pipe.stage_dir("reward", labeler).name, cfg, "iterated", round, recipe)
-    return pipe.out_dir / f"iterated-r{round}-{labeler}-{key}"
+    key = pipe._key(pipe.stage_dir("reward", labeler).name, cfg, "iterated", round, stage, recipe)
+    return pipe.out_dir / f"iterated-{'rm-' if stage == 'reward' else ''}r{round}-{labeler}-{key}"
+
+
+def iterated_reward_model(pipe, round: int, labeler: str = "gold", **ppo_overrides) -> RewardModel:
+    """The reward model PPO optimises in `round` (round 1: `pipe.reward_model(labeler)`)."""
+    if round == 1:
+        return pipe.reward_model(labeler)
+    _build_reward(pipe, round, labeler, ppo_overrides)
+    return RewardModel.from_pretrained(round_dir(pipe, round, "reward", labeler, **ppo_overrides) / "model", pipe.device)
 
 
 def iterated_policy(pipe, round: int, labeler: str = "gold", **ppo_overrides) -> GPT:
     """The policy after `round` rounds of RLHF (round 1: `pipe.rlhf_model(**ppo_overrides)`)."""
     if round == 1:
         return pipe.rlhf_model(**ppo_overrides)
-    _build_round(pipe, round, labeler, ppo_overrides)
-    return GPT.from_pretrained(round_dir(pipe, round, labeler, **ppo_overrides) / "policy", pipe.device)
-
-
-def iterated_reward_model(pipe, round: int, labeler: str = "gold", **ppo_overrides) -> RewardModel:
-    """The reward model PPO optimised in `round` (round 1: `pipe.reward_model(labeler)`)."""
-    if round == 1:
-        return pipe.reward_model(labeler)
-    _build_round(pipe, round, labeler, ppo_overrides)
-    return RewardModel.from_pretrained(round_dir(pipe, round, labeler, **ppo_overrides) / "reward_model", pipe.device)
+    _build_policy(pipe, round, labeler, ppo_overrides)
+    return GPT.from_pretrained(round_dir(pipe, round, "policy", labeler, **ppo_overrides) / "model", pipe.device)
 
 
 def iterated_comparisons(pipe, round: int, split: str = "train", labeler: str = "gold", **ppo_overrides):
@@ -67,21 +71,27 @@ def iterated_comparisons(pipe, round: int, split: str = "train", labeler: str = 
     Round 1's are the pipeline's (rankings of SFT answers)."""
     if round == 1:
         return pipe.comparisons(split, labeler)
-    _build_round(pipe, round, labeler, ppo_overrides)
+    _build_reward(pipe, round, labeler, ppo_overrides)
     name = "comparisons" if split == "train" else "comparisons_heldout"
-    return load_from_disk(str(round_dir(pipe, round, labeler, **ppo_overrides) / name))
+    return load_from_disk(str(round_dir(pipe, round, "reward", labeler, **ppo_overrides) / name))
 
 
-def iterated_log(pipe, round: int, labeler: str = "gold", **ppo_overrides) -> dict:
-    """Round `round`'s log: `history` (PPO, one dict per step), `reward_losses`, and `accuracy` of the
-    previous and the new reward model on held-out comparisons of the previous policy's answers."""
-    _build_round(pipe, round, labeler, ppo_overrides)
-    return pipe.log(round_dir(pipe, round, labeler, **ppo_overrides))
+def iterated_reward_log(pipe, round: int, labeler: str = "gold", **ppo_overrides) -> dict:
+    """`losses` of the round's reward model, `n_comparisons` it learned, and `accuracy` of the previous and
+    the new reward model on held-out comparisons of the previous policy's answers."""
+    _build_reward(pipe, round, labeler, ppo_overrides)
+    return pipe.log(round_dir(pipe, round, "reward", labeler, **ppo_overrides))
 
 
-def _build_round(pipe, round: int, labeler: str, ppo_overrides: dict) -> None:
-    path = round_dir(pipe, round, labeler, **ppo_overrides)
-    cfg = replace(pipe.settings.ppo, **ppo_overrides)
+def iterated_history(pipe, round: int, labeler: str = "gold", **ppo_overrides) -> list[dict]:
+    """The PPO log of `round`, one dict per step (round 1: `pipe.rlhf_history(**ppo_overrides)`)."""
+    if round == 1:
+        return pipe.rlhf_history(**ppo_overrides)
+    _build_policy(pipe, round, labeler, ppo_overrides)
+    return pipe.log(round_dir(pipe, round, "policy", labeler, **ppo_overrides))["history"]
+
+
+def _build_reward(pipe, round: int, labeler: str, ppo_overrides: dict) -> None:
     rcfg, ev, seed = pipe.settings.reward, pipe.settings.eval, pipe.settings.seed + 100 * round
 
     def train(tmp):
@@ -104,16 +114,26 @@ def _build_round(pipe, round: int, labeler: str, ppo_overrides: dict) -> None:
                                      [r["ended"] for r in rows])
         with torch.no_grad():
             rm.set_normalization(rm.raw_score(ids.to(pipe.device), attn.to(pipe.device)))
-        # 3. PPO from the current policy (trained in place); the KL still measured against the SFT model
-        policy = previous
-        history = train_ppo(policy, pipe.sft_model(), rm, value_model_from_reward_model(rm), pipe.tokenizer,
-                            pipe.requests("rl"), cfg, seed, desc=f"ppo round {round}")
-        policy.save_pretrained(tmp / "policy")
-        rm.save_pretrained(tmp / "reward_model")
+        rm.save_pretrained(tmp / "model")
         new_cmp.save_to_disk(str(tmp / "comparisons"))
         heldout.save_to_disk(str(tmp / "comparisons_heldout"))
-        return {"history": history, "reward_losses": losses, "ppo": asdict(cfg), "n_comparisons": len(everything),
+        return {"losses": losses, "n_comparisons": len(everything),
                 "accuracy": {"previous_reward_model": pairwise_accuracy(old_rm, pipe.tokenizer, heldout),
                              "new_reward_model": pairwise_accuracy(rm, pipe.tokenizer, heldout)}}
 
-    pipe._build(path, train)
+    pipe._build(round_dir(pipe, round, "reward", labeler, **ppo_overrides), train)
+
+
+def _build_policy(pipe, round: int, labeler: str, ppo_overrides: dict) -> None:
+    cfg = replace(pipe.settings.ppo, **ppo_overrides)
+
+    def train(tmp):
+        rm = iterated_reward_model(pipe, round, labeler, **ppo_overrides)
+        # 3. PPO from the current policy (trained in place); the KL still measured against the SFT model
+        policy = iterated_policy(pipe, round - 1, labeler, **ppo_overrides)
+        history = train_ppo(policy, pipe.sft_model(), rm, value_model_from_reward_model(rm), pipe.tokenizer,
+                            pipe.requests("rl"), cfg, pipe.settings.seed + 100 * round, desc=f"ppo round {round}")
+        policy.save_pretrained(tmp / "model")
+        return {"history": history, "ppo": asdict(cfg)}
+
+    pipe._build(round_dir(pipe, round, "policy", labeler, **ppo_overrides), train)
