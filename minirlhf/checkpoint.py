@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -71,3 +72,30 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path,
     if unexpected or set(missing) - tied:
         raise ValueError(f"checkpoint at {path} does not match its config: missing "
                          f"{sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
+
+
+class SavesPretrained:
+    """`save_pretrained` / `from_pretrained` (the transformers convention) for our modules.
+
+    A subclass sets `model_type` (checked on load), `config_class` (the dataclass it is built
+    from, kept in config.json) and `tied_weight`: the output layer that shares the token
+    embedding when `config.tie_weights`, saved once under the embedding's name.
+    """
+    model_type: str
+    config_class: type
+    tied_weight: str
+
+    def _tied(self) -> set[str]:
+        return {self.tied_weight} if self.config.tie_weights else set()
+
+    def save_pretrained(self, path) -> None:
+        tied = self._tied()
+        save_checkpoint(path, {"model_type": self.model_type, **asdict(self.config)},
+                        {k: v for k, v in self.state_dict().items() if k not in tied})
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu"):
+        config, tensors = load_checkpoint(path, cls.model_type)
+        model = cls(cls.config_class(**config))
+        load_weights(model, tensors, path, model._tied())
+        return model.to(device)

@@ -9,13 +9,13 @@ What RLHF needs beyond nanoGPT:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import SavesPretrained
 
 
 @dataclass
@@ -84,8 +84,8 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x)), present
 
 
-class GPT(nn.Module):
-    model_type = "minirlhf-gpt"
+class GPT(SavesPretrained, nn.Module):
+    model_type, config_class, tied_weight = "minirlhf-gpt", GPTConfig, "lm_head.weight"
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -145,15 +145,3 @@ class GPT(nn.Module):
         """Logits (B, T, V) for the next token at every position, and the KV cache."""
         h, presents = self.hidden_states(input_ids, attention_mask, position_ids, past_key_values)
         return self.lm_head(h), presents
-
-    def save_pretrained(self, path) -> None:
-        save_checkpoint(path, {"model_type": self.model_type, **asdict(self.config)},
-                        {k: v for k, v in self.state_dict().items() if k != "lm_head.weight"
-                         or not self.config.tie_weights})
-
-    @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "GPT":
-        config, tensors = load_checkpoint(path, cls.model_type)
-        model = cls(GPTConfig(**config))
-        load_weights(model, tensors, path, tied={"lm_head.weight"} if model.config.tie_weights else set())
-        return model.to(device)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import SavesPretrained
 from .model import GPT, GPTConfig
 from .ppo import last_index
 from .tokenizer import encode_prompts
@@ -38,7 +38,7 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
-class RewardModel(nn.Module):
+class RewardModel(SavesPretrained, nn.Module):
     """GPT backbone + scalar head. Also serves as the PPO value model (one value per token).
 
     `forward` returns the normalised score r(x, y) (B,); `values` returns the head on every
@@ -46,7 +46,7 @@ class RewardModel(nn.Module):
     policy score mean 0 and std 1 (lm-human-preferences): β then means the same thing whatever
     the reward model's scale.
     """
-    model_type = "minirlhf-reward"
+    model_type, config_class, tied_weight = "minirlhf-reward", GPTConfig, "backbone.lm_head.weight"
 
     def __init__(self, config: GPTConfig, backbone: GPT | None = None):
         super().__init__()
@@ -87,18 +87,6 @@ class RewardModel(nn.Module):
         """Make these raw scores (from SFT samples) come out with mean 0 and std 1."""
         self.norm_mean.fill_(raw_scores.mean().item())
         self.norm_std.fill_(raw_scores.std().clamp(min=1e-6).item())
-
-    def save_pretrained(self, path) -> None:
-        save_checkpoint(path, {"model_type": self.model_type, **asdict(self.config)},
-                        {k: v for k, v in self.state_dict().items()
-                         if k != "backbone.lm_head.weight" or not self.config.tie_weights})
-
-    @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "RewardModel":
-        config, tensors = load_checkpoint(path, cls.model_type)
-        model = cls(GPTConfig(**config))
-        load_weights(model, tensors, path, tied={"backbone.lm_head.weight"} if model.config.tie_weights else set())
-        return model.to(device)
 
 
 # ---------------------------------------------------------------------------------------
