@@ -55,7 +55,7 @@ def plot_stages(stage_metrics: dict[str, dict], path=None,
         xs = [j + i * width for j in range(len(keys))]
         ax.bar(xs, [m[k] for k in keys], width, label=stage)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], [k.replace("_", " ") for k in keys])
-    ax.set(ylabel="share / score", ylim=(0, 1.05))
+    ax.set(xlabel="metric (held-out prompts, gold labeler)", ylabel="share / score", ylim=(0, 1.05))
     ax.legend()
     fig.tight_layout()
     if path:

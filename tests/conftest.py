@@ -4,7 +4,8 @@ import torch
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.tokenizer import build_tokenizer
 
-torch.set_num_threads(2)
+# the models are tiny: one thread is as fast as two on an idle laptop and many times faster on a busy one
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
