@@ -136,6 +136,8 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     gen = set_seed(seed)
     rng = random.Random(seed)
     device = policy.device
+    # sampling on a GPU needs a generator that lives there; on the CPU one stream serves all
+    sample_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
     freeze_lower_layers(policy, cfg.freeze_layers)
     for m in (policy, ref_model, reward_model, value_model):
         m.eval()  # dropout off everywhere: log-probs must be reproducible
@@ -149,7 +151,7 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     for step in tqdm(range(cfg.steps), desc=desc, mininterval=1.0):
         batch = [requests[i] for i in torch.randint(len(requests), (cfg.batch_size,), generator=gen)]
         ro = rollout(policy, ref_model, reward_model, value_model, tokenizer, batch, cfg,
-                     kl_ctl.value, gen, functions)
+                     kl_ctl.value, sample_gen, functions)
         stats: dict[str, list[float]] = {}
         for epoch in range(cfg.epochs):
             order = torch.randperm(cfg.batch_size, generator=gen)
