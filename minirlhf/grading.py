@@ -54,7 +54,9 @@ def run_notebook(path: Path, timeout_s: float, student: str = "") -> NotebookRun
 
     with tempfile.TemporaryDirectory(prefix="minirlhf-grade-") as tmp:
         log = Path(tmp) / "checks.jsonl"
-        env = {**os.environ, LOG_ENV: str(log)}
+        # one thread per kernel: the course's models are tiny, and kernels graded side by side
+        # (--jobs) would otherwise fight over the cores and run many times slower
+        env = {"OMP_NUM_THREADS": "1", **os.environ, LOG_ENV: str(log)}
         client = NotebookClient(
             nb, kernel_name="python3",  # the grader's own Python, whatever the notebook says
             # each cell may use what is left of the notebook's time budget

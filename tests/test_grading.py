@@ -11,7 +11,7 @@ from minirlhf.checks.core import POINTS
 from minirlhf.grading import grade
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT_S = 150  # per notebook: the full PPO notebook must fit, the endless one must hit it
+TIMEOUT_S = 240  # per notebook: the full PPO notebook must fit, the endless one must hit it
 # two notebooks at a time: the endless one waits out its time limit while the others run
 
 
