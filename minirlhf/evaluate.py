@@ -16,7 +16,7 @@ import torch
 from .generate import generate
 from .kl import kl_k1
 from .labelers import complies_with_harm, criteria_scores, gold_score, is_refusal, is_toxic
-from .logprobs import gather_logprobs, response_logits
+from .logprobs import response_logprobs
 from .tokenizer import encode_prompts
 from .training import lm_loss, pad_right
 from .world import KINDS, Request
@@ -88,8 +88,8 @@ def kl_to_reference(policy, ref_model, tokenizer, requests: list[Request], max_n
                    max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
                    generator=torch.Generator(device=policy.device).manual_seed(seed))
     ids, attn, P = out.input_ids, out.attention_mask, out.response_start
-    logp = gather_logprobs(response_logits(policy, ids, attn, P), out.response_ids)
-    ref_logp = gather_logprobs(response_logits(ref_model, ids, attn, P), out.response_ids)
+    logp = response_logprobs(policy, ids, attn, P)
+    ref_logp = response_logprobs(ref_model, ids, attn, P)
     return (kl_k1(logp, ref_logp) * out.response_mask).sum(1).mean().item()
 
 

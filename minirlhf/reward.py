@@ -25,7 +25,7 @@ from .checkpoint import SavesPretrained
 from .model import GPT, GPTConfig
 from .ppo import last_index
 from .tokenizer import encode_prompts
-from .training import check_finite, make_optimizer, set_seed
+from .training import check_finite, make_optimizer, pad_right, set_seed
 
 
 def ranking_to_pairs(ranking: list[int]) -> list[tuple[int, int]]:
@@ -112,12 +112,7 @@ def encode_dialogues(tokenizer, prompts: list[str], responses: list[str], ended:
     enc = encode_prompts(tokenizer, prompts)
     resp = [tokenizer(r, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if e else [])
             for r, e in zip(responses, ended)]
-    T = max(len(r) for r in resp)
-    r_ids = torch.full((len(resp), T), tokenizer.pad_token_id, dtype=torch.long)
-    r_mask = torch.zeros((len(resp), T), dtype=torch.long)
-    for i, r in enumerate(resp):
-        r_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        r_mask[i, :len(r)] = 1
+    r_ids, r_mask = pad_right(resp, tokenizer.pad_token_id)
     return torch.cat([enc["input_ids"], r_ids], 1), torch.cat([enc["attention_mask"], r_mask], 1)
 
 

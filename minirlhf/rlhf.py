@@ -21,7 +21,7 @@ from . import ppo
 from .generate import generate
 from .kl import AdaptiveKLController, FixedKLController, kl_k3
 from .labelers import gold_score
-from .logprobs import entropy_from_logits, gather_logprobs, masked_mean, response_logits
+from .logprobs import entropy_from_logits, gather_logprobs, masked_mean, response_logits, response_logprobs
 from .reward import RewardModel
 from .tokenizer import encode_prompts
 from .training import check_finite, lm_loss, make_optimizer, pad_right, set_seed
@@ -101,8 +101,8 @@ def rollout(policy, ref_model, reward_model, value_model, tokenizer, requests, c
     ids, attn, P, mask = gen.input_ids, gen.attention_mask, gen.response_start, gen.response_mask
     # log π_old is recomputed with the same forward pass training uses, so that the first
     # minibatch's ratio is 1 (sampling-time log-probs differ by KV-cache rounding)
-    logp = gather_logprobs(response_logits(policy, ids, attn, P, cfg.temperature), gen.response_ids)
-    ref_logp = gather_logprobs(response_logits(ref_model, ids, attn, P, cfg.temperature), gen.response_ids)
+    logp = response_logprobs(policy, ids, attn, P, cfg.temperature)
+    ref_logp = response_logprobs(ref_model, ids, attn, P, cfg.temperature)
     values = value_model.values(ids, attn)[:, P - 1:-1] * mask   # V(s_t): the state before y_t
     rm_score = reward_model(ids, attn)                            # (B,) read at the last real token
     score = rm_score
