@@ -1,6 +1,7 @@
 """Command line.
 
-    python -m minirlhf run [--fast] [--out DIR] [--seed N]    train and evaluate every stage, write a report
+    python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms A ...]
+                                                               train and evaluate every stage, write a report
     python -m minirlhf grade SUBMISSIONS [--timeout S]         grade a folder of exercise notebooks
     python -m minirlhf make-exercises                          regenerate exercises/ from solutions/
 """
@@ -13,13 +14,23 @@ import sys
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "grade":
-        from .grading import main as grade_main
+        from .course.grading import main as grade_main
 
         return grade_main(argv[1:])
     if argv and argv[0] == "make-exercises":
-        from .exercises import main as exercises_main
+        from .course.exercises import main as exercises_main
 
         return exercises_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from .pipeline.main import run
+
+    run(args.setting or ("fast" if args.fast else None), args.out, args.seed, args.device, args.algorithms)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .pipeline.registry import algorithms
+
     parser = argparse.ArgumentParser(prog="minirlhf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,13 +40,11 @@ def main(argv=None) -> int:
     p_run.add_argument("--out", help="output folder (default: runs/<setting>)")
     p_run.add_argument("--seed", type=int, default=None)
     p_run.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    p_run.add_argument("--algorithms", nargs="+", choices=algorithms(), metavar="ALGORITHM",
+                       help=f"which registered algorithms to train and evaluate (default: all: {' '.join(algorithms())})")
     sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (see --help of the subcommand)")
     sub.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
-    args = parser.parse_args(argv)
-    from .run import run
-
-    run(args.setting or ("fast" if args.fast else None), args.out, args.seed, args.device)
-    return 0
+    return parser
 
 
 if __name__ == "__main__":

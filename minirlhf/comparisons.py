@@ -9,8 +9,8 @@ import random
 
 from datasets import Dataset
 
-from .evaluate import sample_responses
 from .labelers import GOLD, Labeler
+from .sampling import sample_responses
 from .world import Request
 
 

@@ -36,11 +36,3 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """H = -Σ_v p_v log p_v per position: (B, T, V) -> (B, T)."""
     logp = logits.log_softmax(-1)
     return -(logp.exp() * logp).sum(-1)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
-    """Mean of x over positions where mask is 1 (padding never counts)."""
-    mask = mask.to(x.dtype)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)

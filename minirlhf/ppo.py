@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .logprobs import masked_mean
-
-
-def last_index(mask: torch.Tensor) -> torch.Tensor:
-    """(B,) column of the last 1 in each row of a (B, T) mask (left or right padding alike)."""
-    T = mask.shape[1]
-    return T - 1 - mask.long().flip(1).argmax(1)
+from .masks import last_index, masked_mean
 
 
 def per_token_rewards(score, logp, ref_logp, mask, kl_coef: float):

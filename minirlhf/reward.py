@@ -9,6 +9,10 @@ and the Bradley–Terry model P(y_w ≻ y_l) = σ(r(x, y_w) − r(x, y_l)) gives
 
 All pairs of one prompt go into the same batch (InstructGPT): the K responses are scored once and
 the prompt's pairs do not overfit across batches.
+
+`reward_stage` is the whole recipe: rank answers, fit the model, normalise it. Iterated RLHF
+(InstructGPT, Anthropic's HH) runs it again with the current policy writing the answers and the
+comparisons of every earlier round kept.
 """
 from __future__ import annotations
 
@@ -21,11 +25,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from datasets import concatenate_datasets
+
 from .checkpoint import SavesPretrained
+from .comparisons import collect_comparisons
+from .labelers import PERSONAS
+from .masks import last_index, pad_right
 from .model import GPT, GPTConfig
-from .ppo import last_index
+from .sampling import sample_responses
 from .tokenizer import encode_prompts
-from .training import check_finite, make_optimizer, pad_right, set_seed
+from .training import check_finite, make_optimizer, set_seed
 
 
 def ranking_to_pairs(ranking: list[int]) -> list[tuple[int, int]]:
@@ -101,6 +110,8 @@ class RewardConfig:
     epochs: int = 4
     lr: float = 3e-4
     center_coef: float = 0.0      # optional penalty c·E[r²] that keeps scores centred on 0
+    grad_clip: float = 1.0
+    norm_samples_per_prompt: int = 2   # policy answers per RL prompt that set the normalisation
 
 
 def encode_dialogues(tokenizer, prompts: list[str], responses: list[str], ended: list[bool]):
@@ -145,7 +156,7 @@ def train_reward_model(rm: RewardModel, tokenizer, comparisons, cfg: RewardConfi
         check_finite(loss, "reward model loss", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
         opt.step()
         losses.append(loss.item())
     rm.eval()
@@ -171,3 +182,48 @@ def pairwise_accuracy(rm: RewardModel, tokenizer, comparisons) -> dict[str, floa
                     agree_gold += (s[w] > s[l]) == (gw > gl)
     return {"accuracy_labelers": agree_lab / max(n_lab, 1), "accuracy_gold": agree_gold / max(n_gold, 1),
             "n_pairs": n_lab, "n_gold_pairs": n_gold}
+
+
+# ---------------------------------------------------------------------------------------
+# The stage: rankings → a trained, normalised reward model
+# ---------------------------------------------------------------------------------------
+
+# three samplings, three random streams: training rankings, held-out rankings, normalisation
+HELDOUT_SEED_OFFSET, NORMALISATION_SEED_OFFSET = 1, 2
+
+
+def reward_stage(sft_model: GPT, tokenizer, train_requests, heldout_requests, norm_requests, cfg: RewardConfig,
+                 labeler: str = "gold", max_new_tokens: int = 24, seed: int = 0, policy: GPT | None = None,
+                 previous_comparisons=(), previous_reward_model: RewardModel | None = None) -> dict:
+    """The reward-model stage.
+
+      1. `policy` (default: the SFT model) answers K times to each training and held-out prompt, and
+         the labeler persona (labelers.PERSONAS; "gold" is the average person) ranks the answers;
+      2. a reward model initialised from the SFT model learns these rankings and `previous_comparisons`
+         (Bradley–Terry);
+      3. it is normalised so `policy`'s answers to `norm_requests` score mean 0, std 1.
+    Iterated RLHF passes the current policy, the comparisons of earlier rounds and the reward model they
+    trained, whose held-out accuracy on the new answers is logged beside the new one's.
+
+    Returns {"model", "comparisons" (this round's), "comparisons_heldout", "log"}.
+    """
+    policy = sft_model if policy is None else policy
+    persona = PERSONAS[labeler]
+    new = collect_comparisons(policy, tokenizer, train_requests, cfg.n_rankings, cfg.k, persona, max_new_tokens, seed)
+    heldout = collect_comparisons(policy, tokenizer, heldout_requests, len(heldout_requests), cfg.k, persona,
+                                  max_new_tokens, seed + HELDOUT_SEED_OFFSET)
+    comparisons = concatenate_datasets([*previous_comparisons, new]) if previous_comparisons else new
+    set_seed(seed)
+    rm = RewardModel.from_language_model(sft_model)
+    losses = train_reward_model(rm, tokenizer, comparisons, cfg, seed)
+    rows = sample_responses(policy, tokenizer, norm_requests, cfg.norm_samples_per_prompt, max_new_tokens,
+                            seed=seed + NORMALISATION_SEED_OFFSET)
+    ids, attn = encode_dialogues(tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                                 [r["ended"] for r in rows])
+    with torch.no_grad():
+        rm.set_normalization(rm.raw_score(ids.to(rm.device), attn.to(rm.device)))
+    log = {"losses": losses, "n_comparisons": len(comparisons),
+           "train": pairwise_accuracy(rm, tokenizer, comparisons), "heldout": pairwise_accuracy(rm, tokenizer, heldout)}
+    if previous_reward_model is not None:
+        log["heldout_previous_reward_model"] = pairwise_accuracy(previous_reward_model, tokenizer, heldout)
+    return {"model": rm, "comparisons": new, "comparisons_heldout": heldout, "log": log}

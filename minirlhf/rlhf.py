@@ -7,24 +7,26 @@ One PPO step:
   3. per-token rewards r_t = −β·k1_t, plus r_RM on the last token; GAE advantages, whitened;
   4. several epochs of minibatches of the clipped policy loss and the clipped value loss;
   5. adapt β if the controller is adaptive.
-The maths of steps 3–4 is in ppo.py; `functions` lets an exercise swap in its own versions.
+Steps 1–2 are rollout.py (shared by every RL algorithm), the maths of steps 3–4 is in ppo.py;
+`functions` lets an exercise swap in its own versions. `ppo_stage` is the whole recipe of the stage.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from . import ppo
-from .generate import generate
 from .kl import AdaptiveKLController, FixedKLController, kl_k3
 from .labelers import gold_score
-from .logprobs import entropy_from_logits, gather_logprobs, masked_mean, response_logits, response_logprobs
+from .logprobs import entropy_from_logits, gather_logprobs, response_logits
+from .masks import masked_mean, pad_right
+from .pretrain import document_examples
 from .reward import RewardModel
-from .tokenizer import encode_prompts
-from .training import check_finite, lm_loss, make_optimizer, pad_right, set_seed
+from .rollout import Rollout, rollout
+from .training import check_finite, lm_loss, make_optimizer, set_seed
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class PPOConfig:
     whiten_advantages: bool = True
     freeze_layers: int = 0           # freeze embeddings and the lowest N blocks ("grey neurons")
     ptx_coef: float = 0.0            # InstructGPT's PPO-ptx: mix in the pretraining loss
+    ptx_docs: int = 5000             # pretraining documents PPO-ptx draws from
     grad_clip: float = 1.0
 
 
@@ -89,34 +92,27 @@ def _loss(out):
     return out if isinstance(out, tuple) else (out, {})
 
 
+@dataclass
+class PPOTargets:
+    """What PPO adds to a rollout, per response token: all (B, N), 0 on padding."""
+    values: torch.Tensor       # V(s_t): the value model's estimate of the state before y_t, at rollout time
+    rewards: torch.Tensor      # r_t = −β·k1_t, plus the score on the last real token
+    kl: torch.Tensor           # k1_t = log π_old(y_t) − log π_ref(y_t)
+    advantages: torch.Tensor   # GAE advantages (whitened over real tokens when cfg.whiten_advantages)
+    returns: torch.Tensor      # the value targets R_t = A_t + V(s_t)
+
+
 @torch.no_grad()
-def rollout(policy, ref_model, reward_model, value_model, tokenizer, requests, cfg: PPOConfig,
-            kl_coef: float, generator: torch.Generator, functions: dict) -> dict:
-    """Sample and score one batch. Every tensor is (B, N) over response tokens unless noted."""
-    device = policy.device
-    enc = encode_prompts(tokenizer, [r.prompt for r in requests])
-    gen = generate(policy, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                   cfg.max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                   temperature=cfg.temperature, generator=generator)
-    ids, attn, P, mask = gen.input_ids, gen.attention_mask, gen.response_start, gen.response_mask
-    # log π_old is recomputed with the same forward pass training uses, so that the first
-    # minibatch's ratio is 1 (sampling-time log-probs differ by KV-cache rounding)
-    logp = response_logprobs(policy, ids, attn, P, cfg.temperature)
-    ref_logp = response_logprobs(ref_model, ids, attn, P, cfg.temperature)
-    values = value_model.values(ids, attn)[:, P - 1:-1] * mask   # V(s_t): the state before y_t
-    rm_score = reward_model(ids, attn)                            # (B,) read at the last real token
-    score = rm_score
-    if cfg.no_end_score is not None:
-        score = torch.where(gen.ended, rm_score, torch.full_like(rm_score, cfg.no_end_score))
-    rewards, kl = functions["per_token_rewards"](score, logp * mask, ref_logp * mask, mask, kl_coef)
-    advantages, returns = functions["gae"](rewards, values, mask, cfg.gamma, cfg.lam)
+def ppo_targets(ro: Rollout, value_model, cfg: PPOConfig, kl_coef: float, functions: dict | None = None) -> PPOTargets:
+    """Values, per-token rewards, GAE advantages and returns for one rollout."""
+    functions = {**DEFAULT_FUNCTIONS, **(functions or {})}
+    P = ro.response_start
+    values = value_model.values(ro.input_ids, ro.attention_mask)[:, P - 1:-1] * ro.mask  # V(s_t): the state before y_t
+    rewards, kl = functions["per_token_rewards"](ro.score, ro.logp, ro.ref_logp, ro.mask, kl_coef)
+    advantages, returns = functions["gae"](rewards, values, ro.mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-        advantages = ppo.whiten(advantages, mask)
-    texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
-             for r, m in zip(gen.response_ids, gen.response_mask)]
-    return dict(ids=ids, attn=attn, P=P, response_ids=gen.response_ids, mask=mask, logp=logp,
-                ref_logp=ref_logp, values=values, advantages=advantages, returns=returns,
-                rm_score=rm_score, kl=kl, ended=gen.ended, texts=texts)
+        advantages = ppo.whiten(advantages, ro.mask)
+    return PPOTargets(values=values, rewards=rewards, kl=kl, advantages=advantages, returns=returns)
 
 
 def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests, cfg: PPOConfig,
@@ -128,6 +124,9 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     rest only to log the gold score). `functions` overrides entries of DEFAULT_FUNCTIONS.
     `ptx_examples` (pretraining examples) are needed when cfg.ptx_coef > 0.
     """
+    unknown = set(functions or {}) - set(DEFAULT_FUNCTIONS)
+    if unknown:
+        raise ValueError(f"unknown functions {sorted(unknown)}: train_ppo can swap in {sorted(DEFAULT_FUNCTIONS)}")
     functions = {**DEFAULT_FUNCTIONS, **(functions or {})}
     if cfg.ptx_coef > 0 and not ptx_examples:
         raise ValueError("ptx_coef > 0 needs ptx_examples (pretraining documents, see pretrain.document_examples)")
@@ -150,18 +149,18 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     history = []
     for step in tqdm(range(cfg.steps), desc=desc, mininterval=1.0):
         batch = [requests[i] for i in torch.randint(len(requests), (cfg.batch_size,), generator=gen)]
-        ro = rollout(policy, ref_model, reward_model, value_model, tokenizer, batch, cfg,
-                     kl_ctl.value, sample_gen, functions)
+        ro = rollout(policy, ref_model, reward_model, tokenizer, [r.prompt for r in batch], cfg.max_new_tokens,
+                     cfg.temperature, cfg.no_end_score, sample_gen)
+        tg = ppo_targets(ro, value_model, cfg, kl_ctl.value, functions)
         stats: dict[str, list[float]] = {}
         for epoch in range(cfg.epochs):
             order = torch.randperm(cfg.batch_size, generator=gen)
             for start in range(0, cfg.batch_size, cfg.minibatch_size):
                 idx = order[start:start + cfg.minibatch_size].to(device)
-                mask = ro["mask"][idx]
-                logits = response_logits(policy, ro["ids"][idx], ro["attn"][idx], ro["P"], cfg.temperature)
-                logp = gather_logprobs(logits, ro["response_ids"][idx])
-                pl, pstats = _loss(functions["policy_loss"](logp, ro["logp"][idx], ro["advantages"][idx],
-                                                            mask, cfg.clip))
+                mask, ids, attn = ro.mask[idx], ro.input_ids[idx], ro.attention_mask[idx]
+                logits = response_logits(policy, ids, attn, ro.response_start, cfg.temperature)
+                logp = gather_logprobs(logits, ro.response_ids[idx])
+                pl, pstats = _loss(functions["policy_loss"](logp, ro.logp[idx], tg.advantages[idx], mask, cfg.clip))
                 loss = pl
                 if cfg.ptx_coef > 0:
                     docs = rng.sample(ptx_examples, len(idx))
@@ -173,9 +172,8 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
                 opt.step()
 
-                values = value_model.values(ro["ids"][idx], ro["attn"][idx])[:, ro["P"] - 1:-1] * mask
-                vl, vstats = _loss(functions["value_loss"](values, ro["values"][idx], ro["returns"][idx],
-                                                           mask, cfg.value_clip))
+                values = value_model.values(ids, attn)[:, ro.response_start - 1:-1] * mask
+                vl, vstats = _loss(functions["value_loss"](values, tg.values[idx], tg.returns[idx], mask, cfg.value_clip))
                 check_finite(vl, "value loss", step)
                 value_opt.zero_grad(set_to_none=True)
                 vl.backward()
@@ -188,16 +186,34 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
                              **pstats, **vstats}.items():
                     stats.setdefault(k, []).append(v)
                 if epoch == 0 and start == 0:
-                    stats["first_approx_kl"] = [masked_mean(kl_k3(ro["logp"][idx], logp.detach()), mask).item()]
-        seq_kl = ro["kl"].sum(1).mean().item()
-        golds = [gold_score(r, t, bool(e)) for r, t, e in zip(batch, ro["texts"], ro["ended"])]
+                    stats["first_approx_kl"] = [masked_mean(kl_k3(ro.logp[idx], logp.detach()), mask).item()]
+        seq_kl = tg.kl.sum(1).mean().item()
+        golds = [gold_score(r, t, bool(e)) for r, t, e in zip(batch, ro.texts, ro.ended)]
         history.append({
-            "step": step, "rm_score": ro["rm_score"].mean().item(), "gold_score": sum(golds) / len(golds),
+            "step": step, "rm_score": ro.rm_score.mean().item(), "gold_score": sum(golds) / len(golds),
             "kl": seq_kl, "kl_coef": kl_ctl.value, "kl_reward": -kl_ctl.value * seq_kl,
-            "response_len": ro["mask"].sum(1).float().mean().item(),
-            "ended": ro["ended"].float().mean().item(),
-            "explained_variance": ppo.explained_variance(ro["values"], ro["returns"], ro["mask"]),
+            "response_len": ro.mask.sum(1).float().mean().item(),
+            "ended": ro.ended.float().mean().item(),
+            "explained_variance": ppo.explained_variance(tg.values, tg.returns, ro.mask),
             **{k: sum(v) / len(v) for k, v in stats.items()}})
         kl_ctl.update(seq_kl, cfg.batch_size)
     policy.requires_grad_(True)
     return history
+
+
+def ppo_stage(policy, reference, reward_model: RewardModel, tokenizer, requests, cfg: PPOConfig, seed: int = 0,
+              ptx_texts=(), desc: str = "ppo") -> dict:
+    """The RLHF stage: PPO from `policy` (the SFT model; in iterated RLHF, the previous round's policy)
+    against `reward_model`, with the KL penalty measured against `reference` (the SFT model).
+
+    The value model starts from the reward model. `ptx_texts` (pretraining documents; the first
+    cfg.ptx_docs are used) are needed for PPO-ptx (cfg.ptx_coef > 0).
+    Returns {"model": the policy, "value_model": the trained value model, "log": {"history", "ppo"}}.
+    """
+    ptx = None
+    if cfg.ptx_coef > 0:
+        ptx = document_examples(tokenizer, list(ptx_texts[:cfg.ptx_docs]), policy.config.block_size)
+    value_model = value_model_from_reward_model(reward_model)
+    history = train_ppo(policy, reference, reward_model, value_model, tokenizer, requests, cfg, seed,
+                        ptx_examples=ptx, desc=desc)
+    return {"model": policy, "value_model": value_model, "log": {"history": history, "ppo": asdict(cfg)}}

@@ -26,6 +26,7 @@ class EvalConfig:
     samples_per_prompt: int = 4
     max_new_tokens: int = 24
     n_heldout_docs: int = 500       # internet documents for the alignment-tax perplexity
+    seed_offset: int = 10           # evaluation samples with the seed + 10: a stream no training uses
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ class SFTConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 10
+    grad_clip: float = 1.0
 
 
 def sft_example(tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
@@ -37,4 +38,12 @@ def sft(model, tokenizer, prompts: list[str], responses: list[str], cfg: SFTConf
     examples = [sft_example(tokenizer, p, r) for p, r in zip(prompts, responses)]
     steps = max(1, round(cfg.epochs * len(examples) / cfg.batch_size))
     return train_lm(model, examples, steps, cfg.batch_size, cfg.lr, tokenizer.pad_token_id,
-                    seed, cfg.warmup, desc="sft")
+                    seed, cfg.warmup, grad_clip=cfg.grad_clip, desc="sft")
+
+
+def sft_stage(model, tokenizer, prompts: list[str], responses: list[str], cfg: SFTConfig, seed: int = 0) -> dict:
+    """The SFT model: `model` (the base model) fine-tuned on the demonstrations.
+
+    Returns {"model": the fine-tuned GPT, "log": {"losses"}} (what the stage cache saves).
+    """
+    return {"model": model, "log": {"losses": sft(model, tokenizer, prompts, responses, cfg, seed)}}

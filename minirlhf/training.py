@@ -8,7 +8,8 @@ import random
 import torch
 from tqdm.auto import tqdm
 
-from .logprobs import gather_logprobs, masked_mean
+from .logprobs import gather_logprobs
+from .masks import masked_mean, pad_right
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -66,20 +67,9 @@ def check_finite(value: torch.Tensor, name: str, step: int) -> None:
                                  f"{step}: lower the learning rate, or check the inputs of this batch")
 
 
-def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists to (B, T) ids and mask."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    return ids, mask
-
-
 def train_lm(model, examples: list[tuple[list[int], list[int]]], steps: int, batch_size: int,
              lr: float, pad_id: int, seed: int, warmup: int = 20, weight_decay: float = 0.0,
-             desc: str = "train") -> list[float]:
+             grad_clip: float = 1.0, desc: str = "train") -> list[float]:
     """Minimise `lm_loss` over random batches of (token ids, loss mask) examples.
 
     Shared by pretraining (loss on every token) and SFT (loss on the response only).
@@ -100,7 +90,7 @@ def train_lm(model, examples: list[tuple[list[int], list[int]]], steps: int, bat
         check_finite(loss, f"{desc} loss", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         losses.append(loss.item())
         if step % 20 == 0:

@@ -259,12 +259,14 @@ def _prose(kb: KnowledgeBase, rng: random.Random, style: InternetStyle) -> str:
 # Splits. Evaluation prompts are held out of everything, the internet text included.
 # ---------------------------------------------------------------------------------------
 
+# one random stream per thing the world writes, so that changing one leaves the others as they were
+SEED_STREAMS = {"splits": 1, "internet": 2, "demonstrations": 3, "internet_heldout": 4}
 SPLIT_SHARES = {"eval": 0.2, "sft": 0.15, "reward": 0.35, "rl": 0.3}
 
 
 def split_requests(kb: KnowledgeBase, seed: int) -> dict[str, list[Request]]:
     """Assign every request to exactly one of eval/sft/reward/rl, stratified by kind."""
-    rng = random.Random(seed + 1)
+    rng = random.Random(seed + SEED_STREAMS["splits"])
     splits: dict[str, list[Request]] = {name: [] for name in SPLIT_SHARES}
     for kind in KINDS:
         reqs = [r for r in all_requests(kb) if r.kind == kind]
@@ -315,11 +317,11 @@ class World:
     def internet(self) -> Dataset:
         """Pretraining documents: `text` holds chat text (with role tokens) or prose."""
         pool = self.requests["sft"] + self.requests["reward"] + self.requests["rl"]
-        return self._internet(pool, self.config.n_internet, random.Random(self.config.seed + 2))
+        return self._internet(pool, self.config.n_internet, random.Random(self.config.seed + SEED_STREAMS["internet"]))
 
     def internet_heldout(self, n: int) -> Dataset:
         """Internet text about the held-out prompts: never trained on, for measuring perplexity."""
-        return self._internet(self.requests["eval"], n, random.Random(self.config.seed + 4))
+        return self._internet(self.requests["eval"], n, random.Random(self.config.seed + SEED_STREAMS["internet_heldout"]))
 
     def _internet(self, pool: list[Request], n: int, rng: random.Random) -> Dataset:
         texts, kinds = [], []
@@ -335,7 +337,7 @@ class World:
 
     def demonstrations(self) -> Dataset:
         """Dialogues written by labelers: good, not perfect (sometimes a needless extra)."""
-        rng = random.Random(self.config.seed + 3)
+        rng = random.Random(self.config.seed + SEED_STREAMS["demonstrations"])
         reqs = self.requests["sft"]
         rows = {"kind": [], "prompt": [], "response": []}
         for i in range(self.config.n_demonstrations):
@@ -357,6 +359,11 @@ class World:
     def to_dataset_dict(self) -> DatasetDict:
         return DatasetDict({"internet": self.internet(), "demonstrations": self.demonstrations(),
                             **{f"prompts_{s}": self.prompts(s) for s in self.requests}})
+
+
+def world_stage(config: WorldConfig) -> dict:
+    """The world's data sets, as the stage cache saves them: {"data": a DatasetDict of every split}."""
+    return {"data": World(config).to_dataset_dict()}
 
 
 def chat_text(prompt: str, response: str) -> str:

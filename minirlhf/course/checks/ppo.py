@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import ppo
-from ..logprobs import masked_mean
+from ... import ppo
+from ...masks import last_index, masked_mean
 from .core import CheckResult, Hint, call, close, expect, fmt, run_check
 
 # Three responses of 4, 2 and 1 tokens (the last one is only the end token), right-padded.
@@ -38,7 +38,7 @@ def _rewards_mistakes():
 
     def unmasked(score, logp, ref_logp, mask, beta):
         rewards = -beta * (logp - ref_logp)
-        rewards[torch.arange(len(score)), ppo.last_index(mask)] += score
+        rewards[torch.arange(len(score)), last_index(mask)] += score
         return rewards
 
     return [

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ppo import last_index
-from ..reward import bradley_terry_loss, ranking_to_pairs
+from ...masks import last_index
+from ...reward import bradley_terry_loss, ranking_to_pairs
 from .core import CheckResult, Hint, call, expect, run_check
 
 

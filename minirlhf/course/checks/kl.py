@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..kl import AdaptiveKLController as ReferenceController
-from ..kl import kl_k1, kl_k2, kl_k3
+from ...kl import AdaptiveKLController as ReferenceController
+from ...kl import kl_k1, kl_k2, kl_k3
 from .core import CheckResult, Hint, call, close, expect, fmt, run_check
 
 

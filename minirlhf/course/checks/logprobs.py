@@ -5,8 +5,9 @@ import math
 
 import torch
 
-from ..logprobs import gather_logprobs, masked_mean
-from ..training import lm_loss
+from ...logprobs import gather_logprobs
+from ...masks import masked_mean
+from ...training import lm_loss
 from .core import CheckResult, Hint, call, expect, run_check
 
 

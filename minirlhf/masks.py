@@ -1,0 +1,36 @@
+"""Padding and masks: where the off-by-one bugs of RLHF hide.
+
+Prompts are left-padded (so every response starts in the same column), responses right-padded
+(after the end token). Every average over tokens must skip the padding, and every per-sequence
+quantity (the reward, the last value) is read at the last *real* token, not the last column.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists to (B, T) ids and mask."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
+    """Mean of x over positions where mask is 1 (padding never counts, not even a NaN or Inf there:
+    `torch.where`, not a multiplication, because 0 · NaN is NaN)."""
+    x = torch.where(mask.bool(), x, torch.zeros_like(x))
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def last_index(mask: torch.Tensor) -> torch.Tensor:
+    """(B,) column of the last 1 in each row of a (B, T) mask (left or right padding alike)."""
+    T = mask.shape[1]
+    return T - 1 - mask.long().flip(1).argmax(1)

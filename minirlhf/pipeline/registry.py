@@ -1,0 +1,132 @@
+"""The registry of named runs: every stage that the main job, the notebooks and the tests use.
+
+A stage is a recipe (a public function beside its algorithm, callable without any cache) and the
+place each of its arguments comes from:
+
+    Upstream("sft")                    the model the stage "sft" trained (a fresh copy for each argument)
+    Upstream("reward", "comparisons")  another thing that stage saved
+    Setting("ppo", kl_coef=0.0)        a part of the Settings, here with a field changed
+    Requests("reward", "rl")           the world's requests of these prompt splits
+    Data("internet", "text")           a column of the world's data sets
+    any other value                    passed as it is
+
+`tokenizer`, `seed` (the setting's seed plus the stage's seed_offset) and `device` are passed to every
+recipe that takes them. A run needed by two users is trained once per seed and setting: stages that
+read the same things share one folder of the cache.
+
+Adding an algorithm is one file (its recipe, returning {"model": policy, "log": {...}}) and one line
+here with `algorithm=True`: the main job then trains it, evaluates it beside SFT, puts it in
+metrics.json and the report, and `--algorithms` accepts its name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from ..labelers import PERSONAS
+from ..pretrain import pretrain_stage
+from ..reward import reward_stage
+from ..rlhf import ppo_stage
+from ..sft import sft_stage
+from ..world import world_stage
+
+
+@dataclass(frozen=True)
+class Upstream:
+    stage: str
+    artifact: str = "model"
+
+
+@dataclass(frozen=True)
+class Requests:
+    splits: tuple[str, ...]
+
+    def __init__(self, *splits: str):
+        object.__setattr__(self, "splits", splits)
+
+
+@dataclass(frozen=True)
+class Data:
+    split: str
+    column: str
+
+
+class Setting:
+    """A part of the Settings ("ppo", "eval.max_new_tokens"), with fields replaced: a value, or a function
+    of the setting's own config (e.g. steps=lambda c: max(c.steps, 60))."""
+
+    def __init__(self, path: str, **changes):
+        self.path, self.changes = path, changes
+
+    def resolve(self, settings):
+        value = settings
+        for part in self.path.split("."):
+            value = getattr(value, part)
+        return replace(value, **{k: v(value) if callable(v) else v for k, v in self.changes.items()}) \
+            if self.changes else value
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    recipe: Callable[..., dict]
+    args: dict[str, Any] = field(default_factory=dict)
+    seed_offset: int = 0          # a stage that must not share random streams with another (iterated rounds)
+    algorithm: bool = False       # a policy trained from SFT that the main job evaluates
+    title: str = ""               # how plots and the report name it
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(name: str, recipe: Callable[..., dict], seed_offset: int = 0, algorithm: bool = False,
+             title: str = "", **args) -> Stage:
+    """Add a named stage to the registry (a name may be registered once)."""
+    if name in STAGES:
+        raise ValueError(f"a stage named {name!r} is registered already")
+    STAGES[name] = Stage(name, recipe, args, seed_offset, algorithm, title or name)
+    return STAGES[name]
+
+
+def algorithms() -> list[str]:
+    return [name for name, stage in STAGES.items() if stage.algorithm]
+
+
+# -- the InstructGPT pipeline ------------------------------------------------------------------
+register("world", world_stage, config=Setting("world"))
+register("base", pretrain_stage, texts=Data("internet", "text"), model_config=Setting("model"),
+         cfg=Setting("pretrain"), title="base")
+register("sft", sft_stage, model=Upstream("base"), prompts=Data("demonstrations", "prompt"),
+         responses=Data("demonstrations", "response"), cfg=Setting("sft"), title="SFT")
+# the RL prompts are ranked too: the reward model must be right where PPO will look
+REWARD_ARGS = dict(sft_model=Upstream("sft"), train_requests=Requests("reward", "rl"), heldout_requests=Requests("eval"),
+                   norm_requests=Requests("rl"), cfg=Setting("reward"), max_new_tokens=Setting("eval.max_new_tokens"))
+register("reward", reward_stage, **REWARD_ARGS)
+for _persona in PERSONAS:   # one reward model per labeler persona (notebook 08)
+    if _persona != "gold":
+        register(f"reward_{_persona}", reward_stage, **REWARD_ARGS, labeler=_persona)
+PPO_ARGS = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Upstream("reward"),
+                requests=Requests("rl"), ptx_texts=Data("internet", "text"))
+register("rlhf", ppo_stage, **PPO_ARGS, cfg=Setting("ppo"), algorithm=True, title="RLHF (PPO)")
+register("rlhf_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0), algorithm=True,
+         title="RLHF, β = 0 (no KL penalty)")
+
+# -- the notebooks' experiments ----------------------------------------------------------------
+PTX_COEF = 1.0           # notebook 07: PPO-ptx, the pretraining loss mixed in
+register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF), title="RLHF + ptx")
+# notebook 06: runs long enough to over-optimise (the fast setting's own PPO run is shorter)
+LONG_STEPS = 60
+_long = dict(steps=lambda c: max(c.steps, LONG_STEPS))
+register("rlhf_long", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", **_long), title="β fixed")
+register("rlhf_long_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0, **_long), title="β = 0 (no penalty)")
+register("rlhf_long_adaptive", ppo_stage, **PPO_ARGS, title="adaptive β",
+         cfg=Setting("ppo", adaptive_kl=True, kl_horizon=lambda c: 10 * c.batch_size, **_long))
+# notebook 08: a second round of iterated RLHF, after the standard run and after the long β = 0 run
+ITERATED_SEED_OFFSET = 100   # round r samples and trains with the seed + 100·r
+for _suffix, _first in (("", "rlhf"), ("_long_no_kl", "rlhf_long_no_kl")):
+    register(f"reward_round2{_suffix}", reward_stage, **{**REWARD_ARGS, "policy": Upstream(_first)},
+             previous_comparisons=[Upstream("reward", "comparisons")], previous_reward_model=Upstream("reward"),
+             seed_offset=2 * ITERATED_SEED_OFFSET)
+    register(f"rlhf_round2{_suffix}", ppo_stage, cfg=STAGES[_first].args["cfg"],
+             **{**PPO_ARGS, "policy": Upstream(_first), "reward_model": Upstream(f"reward_round2{_suffix}")},
+             seed_offset=2 * ITERATED_SEED_OFFSET, desc="ppo round 2", title=f"{STAGES[_first].title}, round 2")

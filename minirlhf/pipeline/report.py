@@ -1,0 +1,60 @@
+"""The main job's report: metrics.json, samples.json, report.md and three plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..plots import plot_losses, plot_ppo, plot_stages
+from ..world import KINDS
+
+
+def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict) -> None:
+    """`rows`: samples per evaluated model; `logs`: the log of every stage used; `titles`: algorithm -> title."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "samples.json").write_text(json.dumps(rows, indent=1))
+    plot_losses({"pretraining": logs["base"]["losses"], "SFT (response tokens)": logs["sft"]["losses"],
+                 "reward model (Bradley–Terry)": logs["reward"]["losses"]}, out / "losses.png")
+    histories = {titles[a]: logs[a]["history"] for a in metrics["algorithms"] if "history" in logs[a]}
+    if histories:
+        plot_ppo(histories, out / "ppo.png")
+    names = list(rows)
+    plot_stages({n: metrics["stages"][n] for n in names}, out / "stages.png")
+
+    st, rm, tax, t = metrics["stages"], metrics["reward_model"], metrics["alignment_tax"], metrics["timing_s"]
+    lines = [f"# minirlhf run: setting `{metrics['setting']}`, seed {metrics['seed']}, device {metrics['device']}",
+             "", f"Model: {metrics['n_params']:,} parameters. This run took {t['this_run']:.0f} s.", "",
+             "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "toxic_rate", "ended_rate", "mean_length"):
+        lines.append(f"| {key} | " + " | ".join(f"{st[n][key]:.3f}" for n in names) + " |")
+    for kind in KINDS:
+        lines.append(f"| gold: {kind} | " + " | ".join(f"{st[n]['gold_score_by_kind'].get(kind, float('nan')):.3f}"
+                                                       for n in names) + " |")
+    lines.append("| perplexity (held-out internet text) | " + " | ".join(f"{tax[f'ppl_{n}']:.2f}" for n in names) + " |")
+    lines.append("")
+    lines += [f"- {titles[a]} (`{a}`) wins against SFT on {st[a]['win_rate_vs_sft']:.1%} of held-out prompts "
+              f"(gold labeler, ties half); KL to SFT = {st[a]['kl_to_sft']:.2f} nats per response."
+              for a in metrics["algorithms"]]
+    lines += [f"- SFT wins against the base model on {st['sft']['win_rate_vs_base']:.1%}.",
+              f"- Reward model, held-out pairs: {rm['heldout_accuracy_gold']:.1%} agree with the gold order, "
+              f"{rm['heldout_accuracy_labelers']:.1%} with the (noisy) labelers.", "",
+              "![losses](losses.png)", "", *(["![ppo](ppo.png)", ""] if histories else []), "![stages](stages.png)", ""]
+    built = metrics["built_this_run"]
+    stages = [k for k in t if k not in ("evaluation", "this_run")]
+    lines += ["## Times (seconds: each stage's own training time)", "", "| stage | seconds | |", "|---|---|---|"]
+    lines += [f"| {k} | {t[k]:.1f} | {'trained in this run' if k in built else 'cached, built earlier'} |"
+              for k in stages]
+    lines += [f"| evaluation | {t['evaluation']:.1f} | this run |", f"| **this run, in all** | {t['this_run']:.1f} | |"]
+    lines += ["", "## Sample responses (held-out prompts)", "", "| prompt | " + " | ".join(names) + " |",
+              "|---|" + "---|" * len(names)]
+    seen = set()
+    for i, row in enumerate(rows["base"]):
+        if row["kind"] in seen:
+            continue
+        seen.add(row["kind"])
+        cells = [f"{rows[n][i]['response']}{'' if rows[n][i]['ended'] else ' …'} ({rows[n][i]['gold']:.2f})"
+                 for n in names]
+        lines.append(f"| {row['prompt']} | " + " | ".join(cells) + " |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:6 + 6 + len(KINDS) + 1]))
+    print(f"[minirlhf] wrote {out / 'report.md'}, metrics.json and plots")

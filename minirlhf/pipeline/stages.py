@@ -1,0 +1,167 @@
+"""`Pipeline`: build or load any registered stage by name, in one setting.
+
+    pipe = Pipeline()                    # setting from the environment (see settings.py)
+    sft = pipe.model("sft")              # trains the base model first if it must, then SFT
+    rm = pipe.model("reward")
+    hist = pipe.log("rlhf_no_kl")["history"]
+
+What a stage reads and where it comes from is in registry.py; how it is keyed and saved, in cache.py.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import warnings
+from pathlib import Path
+
+from ..pretrain import document_examples
+from ..settings import Settings, get_settings
+from ..tokenizer import build_tokenizer
+from ..training import pick_device
+from ..world import World
+from . import cache
+from .registry import STAGES, Data, Requests, Setting, Upstream
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def default_home() -> Path:
+    """MINIRLHF_HOME, else `runs/` of the source checkout, else ~/.cache/minirlhf."""
+    if os.environ.get("MINIRLHF_HOME"):
+        return Path(os.environ["MINIRLHF_HOME"])
+    if (PACKAGE_DIR.parent / "pyproject.toml").is_file():
+        return PACKAGE_DIR.parent / "runs"
+    return Path.home() / ".cache" / "minirlhf"
+
+
+class Pipeline:
+    def __init__(self, settings: Settings | str | None = None, out_dir=None, device=None):
+        self.settings = settings if isinstance(settings, Settings) else get_settings(settings)
+        self.out_dir = Path(out_dir) if out_dir else default_home() / self.settings.name
+        self.device = pick_device(device)
+        self.world = World(self.settings.world)
+        self.tokenizer = build_tokenizer()
+        self.built: list[str] = []          # stages this object trained (the rest were loaded)
+        self._paths: dict[str, Path] = {}
+        self._keys: dict[str, str] = {}
+
+    # -- the registry's stages -------------------------------------------------------------
+    def _stage(self, name: str):
+        if name not in STAGES:
+            raise KeyError(f"no stage named {name!r}; registered stages: {', '.join(STAGES)}")
+        return STAGES[name]
+
+    def _inputs(self, name: str):
+        """What stage `name` is keyed on: its setting values, its upstream stages' keys, its modules."""
+        stage = self._stage(name)
+        params = inspect.signature(stage.recipe).parameters
+        unknown = set(stage.args) - set(params)
+        if unknown:
+            raise TypeError(f"stage {name!r} passes {sorted(unknown)}, which {stage.recipe.__name__} does not take")
+        upstream: dict[str, str] = {}
+        settings = {arg: self._describe(source, upstream) for arg, source in stage.args.items()}
+        if "seed" in params:
+            settings["seed"] = self.settings.seed + stage.seed_offset
+        modules = [stage.recipe.__module__] + (["minirlhf.tokenizer"] if "tokenizer" in params else [])
+        return settings, upstream, modules
+
+    def _describe(self, source, upstream: dict):
+        """An argument's source as a keyable value; its upstream stages are added to `upstream`."""
+        if isinstance(source, list):
+            return [self._describe(s, upstream) for s in source]
+        if isinstance(source, Upstream):
+            upstream[source.stage] = self.key(source.stage)
+            return {"upstream": [source.stage, source.artifact]}
+        if isinstance(source, (Requests, Data)):   # the world's data: keyed on the world stage
+            upstream["world"] = self.key("world")
+            return {"requests": list(source.splits)} if isinstance(source, Requests) else {"data": vars(source)}
+        return source.resolve(self.settings) if isinstance(source, Setting) else source
+
+    def key(self, name: str) -> str:
+        if name not in self._keys:
+            self._keys[name] = cache.stage_key(*self._inputs(name))
+        return self._keys[name]
+
+    def stage_dir(self, name: str) -> Path:
+        """The stage's folder, built first if it is not finished."""
+        if name not in self._paths:
+            stage = self._stage(name)
+            settings, upstream, modules = self._inputs(name)
+            for up in upstream:   # upstream first, so that this stage's time is its own
+                self.stage_dir(up)
+            folder = stage.recipe.__name__.removesuffix("_stage")
+            path, built = cache.build_or_load(self.out_dir, folder, settings, upstream, modules,
+                                              lambda tmp: self._train(name, tmp))
+            if built:
+                self.built.append(name)
+            self._paths[name] = path
+        return self._paths[name]
+
+    def _train(self, name: str, tmp: Path) -> dict:
+        stage = self._stage(name)
+        params = inspect.signature(stage.recipe).parameters
+        kwargs = {arg: self._resolve(source) for arg, source in stage.args.items()}
+        implicit = {"tokenizer": self.tokenizer, "seed": self.settings.seed + stage.seed_offset, "device": self.device}
+        kwargs.update({k: v for k, v in implicit.items() if k in params})
+        return cache.save_artifacts(tmp, stage.recipe(**kwargs))
+
+    def _resolve(self, source):
+        if isinstance(source, list):
+            return [self._resolve(s) for s in source]
+        if isinstance(source, Upstream):
+            return self.artifact(source.stage, source.artifact)
+        if isinstance(source, Requests):
+            return [r for split in source.splits for r in self.requests(split)]
+        if isinstance(source, Data):
+            return self.datasets()[source.split][source.column]
+        if isinstance(source, Setting):
+            return source.resolve(self.settings)
+        return source
+
+    def artifact(self, name: str, artifact: str = "model"):
+        """Something stage `name` saved: "model", or e.g. "comparisons", "value_model", "data" (a fresh copy)."""
+        return cache.load_artifact(self.stage_dir(name), artifact, self.device)
+
+    def model(self, name: str):
+        """The model stage `name` trained (a GPT, or a RewardModel for the reward stages): a fresh copy."""
+        return self.artifact(name, "model")
+
+    def log(self, name: str) -> dict:
+        """The stage's log: losses or history, accuracies, and `seconds` (its own training time)."""
+        return json.loads((self.stage_dir(name) / "log.json").read_text())
+
+    def history(self, name: str) -> list[dict]:
+        """The per-step log of an RL stage."""
+        return self.log(name)["history"]
+
+    # -- the world -------------------------------------------------------------------------
+    def datasets(self):
+        """Every split of the world as a DatasetDict (the "world" stage)."""
+        return self.artifact("world", "data")
+
+    def requests(self, split: str):
+        return self.world.requests[split]
+
+    def heldout_internet_examples(self):
+        """Internet text about held-out prompts, never trained on: for the alignment tax."""
+        texts = self.world.internet_heldout(self.settings.eval.n_heldout_docs)["text"]
+        return document_examples(self.tokenizer, texts, self.settings.model.block_size)
+
+    # -- the names of the previous release, kept for exercises already handed out ------------
+    def _deprecated(self, old: str, new: str):
+        warnings.warn(f"pipe.{old} is deprecated and will be removed in the next release: use pipe.{new}",
+                      FutureWarning, stacklevel=3)
+
+    def base_model(self):
+        self._deprecated("base_model()", 'model("base")')
+        return self.model("base")
+
+    def sft_model(self):
+        self._deprecated("sft_model()", 'model("sft")')
+        return self.model("sft")
+
+    def reward_model(self, labeler: str = "gold"):
+        name = "reward" if labeler == "gold" else f"reward_{labeler}"
+        self._deprecated(f"reward_model({labeler!r})", f"model({name!r})")
+        return self.model(name)
