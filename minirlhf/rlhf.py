@@ -103,11 +103,12 @@ class PPOTargets:
 
 
 @torch.no_grad()
-def ppo_targets(ro: Rollout, value_model, cfg: PPOConfig, kl_coef: float, functions: dict | None = None) -> PPOTargets:
+def ppo_targets(ro: Rollout, value_model, cfg: PPOConfig, kl_coef: float,
+                functions: dict | None = None) -> PPOTargets:
     """Values, per-token rewards, GAE advantages and returns for one rollout."""
     functions = {**DEFAULT_FUNCTIONS, **(functions or {})}
     P = ro.response_start
-    values = value_model.values(ro.input_ids, ro.attention_mask)[:, P - 1:-1] * ro.mask  # V(s_t): the state before y_t
+    values = value_model.values(ro.input_ids, ro.attention_mask)[:, P - 1:-1] * ro.mask  # V(s_t): before y_t
     rewards, kl = functions["per_token_rewards"](ro.score, ro.logp, ro.ref_logp, ro.mask, kl_coef)
     advantages, returns = functions["gae"](rewards, values, ro.mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
@@ -173,7 +174,8 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
                 opt.step()
 
                 values = value_model.values(ids, attn)[:, ro.response_start - 1:-1] * mask
-                vl, vstats = _loss(functions["value_loss"](values, tg.values[idx], tg.returns[idx], mask, cfg.value_clip))
+                vl, vstats = _loss(functions["value_loss"](values, tg.values[idx], tg.returns[idx], mask,
+                                                           cfg.value_clip))
                 check_finite(vl, "value loss", step)
                 value_opt.zero_grad(set_to_none=True)
                 vl.backward()

@@ -317,11 +317,13 @@ class World:
     def internet(self) -> Dataset:
         """Pretraining documents: `text` holds chat text (with role tokens) or prose."""
         pool = self.requests["sft"] + self.requests["reward"] + self.requests["rl"]
-        return self._internet(pool, self.config.n_internet, random.Random(self.config.seed + SEED_STREAMS["internet"]))
+        rng = random.Random(self.config.seed + SEED_STREAMS["internet"])
+        return self._internet(pool, self.config.n_internet, rng)
 
     def internet_heldout(self, n: int) -> Dataset:
         """Internet text about the held-out prompts: never trained on, for measuring perplexity."""
-        return self._internet(self.requests["eval"], n, random.Random(self.config.seed + SEED_STREAMS["internet_heldout"]))
+        rng = random.Random(self.config.seed + SEED_STREAMS["internet_heldout"])
+        return self._internet(self.requests["eval"], n, rng)
 
     def _internet(self, pool: list[Request], n: int, rng: random.Random) -> Dataset:
         texts, kinds = [], []

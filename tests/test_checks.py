@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minirlhf import checks
-from minirlhf.checks import core
+from minirlhf.course import checks
+from minirlhf.course.checks import core
 
 
 def blank(*args, **kwargs):

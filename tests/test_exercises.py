@@ -6,8 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from minirlhf.checks.core import EXERCISES, LOG_ENV
-from minirlhf.exercises import exercise_text, make_exercises, strip_notebook, strip_source
+from minirlhf.course.checks.core import EXERCISES, LOG_ENV
+from minirlhf.course.exercises import exercise_text, make_exercises, strip_notebook, strip_source
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))

@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from minirlhf.checks.core import POINTS
-from minirlhf.grading import grade
+from minirlhf.course.checks.core import POINTS
+from minirlhf.course.grading import grade
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 240  # per notebook: the full PPO notebook must fit, the endless one must hit it
@@ -37,7 +37,7 @@ def graded(tmp_path_factory):
     mp.setenv("MINIRLHF_FAST", "1")  # the kernels inherit it: the small PPO
     # train (or load) the stages once here, so the PPO notebook's time limit covers PPO only
     from minirlhf.pipeline import Pipeline
-    Pipeline().reward_model()
+    Pipeline().stage_dir("reward")
 
     class_dir = tmp_path_factory.mktemp("submissions")
     (class_dir / "full").mkdir()

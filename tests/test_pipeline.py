@@ -1,16 +1,21 @@
-"""The main job end to end (fast setting), and the stage cache's resume behaviour."""
+"""The main job end to end (fast setting), and the house it stands on: the stage cache's keys (in both
+directions: nothing stale reused, nothing unaffected retrained), resuming, honest times, one training
+per stage when two runs share a cache, and the registry (a new algorithm is one registry line)."""
 import json
-from dataclasses import replace
+import threading
+import time
+from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
 
 import pytest
 
-import minirlhf.pipeline as pipeline_module
+import minirlhf.pipeline.registry as registry
 from minirlhf.model import GPTConfig
-from minirlhf.pipeline import Pipeline
+from minirlhf.pipeline import Pipeline, cache, default_home
+from minirlhf.pipeline.main import run
 from minirlhf.pretrain import PretrainConfig
 from minirlhf.reward import RewardConfig
 from minirlhf.rlhf import PPOConfig
-from minirlhf.run import run
 from minirlhf.settings import PRESETS, EvalConfig
 from minirlhf.sft import SFTConfig
 from minirlhf.world import WorldConfig
@@ -32,19 +37,20 @@ def test_every_stage_improves_the_gold_score(fast_metrics):
     st = fast_metrics["stages"]
     assert st["sft"]["gold_score_mean"] > st["base"]["gold_score_mean"] + 0.05
     assert st["rlhf"]["gold_score_mean"] > st["sft"]["gold_score_mean"]
-    assert fast_metrics["rlhf"]["win_rate_vs_sft"] > 0.5
+    assert st["rlhf"]["win_rate_vs_sft"] > 0.5
 
 
 def test_metrics_json_has_what_the_course_promises(fast_metrics):
-    home = pipeline_module.default_home() / "fast"
+    home = default_home() / "fast"
     saved = json.loads((home / "metrics.json").read_text())
-    for stage in ("base", "sft", "rlhf"):
+    for stage in ("base", "sft", "rlhf", "rlhf_no_kl"):
         for key in ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "toxic_rate"):
             assert 0.0 <= saved["stages"][stage][key] <= 1.0
-    assert {"win_rate_vs_sft", "kl_to_sft"} <= set(saved["rlhf"])
+    for algo in saved["algorithms"]:
+        assert {"win_rate_vs_sft", "kl_to_sft", "training"} <= set(saved["stages"][algo])
     assert "heldout_accuracy_gold" in saved["reward_model"]
-    assert {"ppl_sft", "ppl_rlhf"} <= set(saved["alignment_tax"])
-    assert {"pretrain", "sft", "reward_model", "ppo", "total"} <= set(saved["timing_s"])
+    assert {"ppl_base", "ppl_sft", "ppl_rlhf"} <= set(saved["alignment_tax"])
+    assert {"world", "base", "sft", "reward", "rlhf", "evaluation", "this_run"} <= set(saved["timing_s"])
     for f in ("report.md", "losses.png", "ppo.png", "stages.png"):
         assert (home / f).stat().st_size > 0
 
@@ -53,33 +59,213 @@ def test_reward_model_beats_chance_against_gold(fast_metrics):
     assert fast_metrics["reward_model"]["heldout_accuracy_gold"] > 0.6
 
 
+# -- the cache's keys: exactly the stages that read a thing change when it changes ---------------
+
+CHECKED = ["world", "base", "sft", "reward", "rlhf", "rlhf_no_kl", "reward_round2", "rlhf_round2"]
+AFTER_REWARD = {"reward", "rlhf", "rlhf_no_kl", "reward_round2", "rlhf_round2"}
+RL = {"rlhf", "rlhf_no_kl", "reward_round2", "rlhf_round2"}   # round 2 starts from the rlhf policy
+ALL, AFTER_BASE, AFTER_SFT = set(CHECKED), set(CHECKED) - {"world"}, set(CHECKED) - {"world", "base"}
+# written by hand from what each recipe runs (not computed from the code under test)
+MODULE_READERS = {
+    "world": ALL, "tokenizer": AFTER_BASE, "model": AFTER_BASE, "checkpoint": AFTER_BASE,
+    "training": AFTER_BASE, "logprobs": AFTER_BASE, "masks": AFTER_BASE, "pretrain": AFTER_BASE,
+    "sft": AFTER_SFT, "labelers": AFTER_REWARD, "generate": AFTER_REWARD, "sampling": AFTER_REWARD,
+    "comparisons": AFTER_REWARD, "reward": AFTER_REWARD,
+    "kl": RL, "ppo": RL, "rollout": RL, "rlhf": RL,
+}
+SETTING_READERS = {"world": ALL, "model": AFTER_BASE, "pretrain": AFTER_BASE, "sft": AFTER_SFT,
+                   "reward": AFTER_REWARD, "ppo": RL, "eval.max_new_tokens": AFTER_REWARD}
+
+
+def _keys(settings, home):
+    pipe = Pipeline(settings, home)
+    return {name: pipe.key(name) for name in CHECKED}
+
+
+def _package_modules():
+    root = cache.PACKAGE_DIR
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_each_module_retrains_exactly_the_stages_that_read_it(monkeypatch, tmp_path):
+    baseline = _keys(TINY, tmp_path)
+    real = cache.read_source
+    modules = list(_package_modules())
+    assert len(modules) > 25
+    for module in modules:
+        monkeypatch.setattr(cache, "read_source", lambda m, target=module: real(m) + (b"\n# edited" if m == target else b""))
+        changed = {name for name, key in _keys(TINY, tmp_path).items() if key != baseline[name]}
+        short = module.removeprefix("minirlhf.")
+        assert changed == MODULE_READERS.get(short, set()), f"editing {module} changed the keys of {sorted(changed)}"
+    monkeypatch.setattr(cache, "read_source", real)
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value * 2 if value else 1
+    if isinstance(value, float):
+        return value + 0.5 if value < 0.5 else value / 2
+    if value is None:
+        return 0.5
+    raise AssertionError(f"no rule to change {value!r}")
+
+
+def _variants(settings):
+    """(section, field, Settings with that one field changed) for every field of every config."""
+    for section in ("world", "model", "pretrain", "sft", "reward", "ppo", "eval"):
+        cfg = getattr(settings, section)
+        for f in fields(cfg):
+            value = getattr(cfg, f.name)
+            if is_dataclass(value):   # the internet's style: each of its fields
+                for g in fields(value):
+                    inner = replace(value, **{g.name: _changed(getattr(value, g.name))})
+                    yield section, f"{f.name}.{g.name}", replace(settings, **{section: replace(cfg, **{f.name: inner})})
+            else:
+                yield section, f.name, replace(settings, **{section: replace(cfg, **{f.name: _changed(value)})})
+
+
+def test_each_setting_retrains_exactly_the_stages_that_read_it(tmp_path):
+    baseline = _keys(TINY, tmp_path)
+    n = 0
+    for section, name, variant in _variants(TINY):
+        changed = {stage for stage, key in _keys(variant, tmp_path).items() if key != baseline[stage]}
+        expected = SETTING_READERS.get(f"{section}.{name}", SETTING_READERS.get(section) if section != "eval" else set())
+        if (section, name) == ("ppo", "kl_coef"):
+            expected = RL - {"rlhf_no_kl"}   # the β = 0 run sets its own β: it does not read this one
+        assert changed == expected, f"changing {section}.{name} changed the keys of {sorted(changed)}"
+        n += 1
+    assert n > 50
+    changed = {s for s, k in _keys(TINY.with_seed(1), tmp_path).items() if k != baseline[s]}
+    assert changed == ALL, "another seed is another world: every stage"
+
+
+def test_stages_that_read_the_same_things_share_one_folder(tmp_path):
+    # in the default setting PPO already runs LONG_STEPS steps: notebook 06's "long" run is the main job's run
+    pipe = Pipeline("default", tmp_path)
+    assert pipe.settings.ppo.steps >= registry.LONG_STEPS
+    assert pipe.key("rlhf_long") == pipe.key("rlhf") and pipe.key("rlhf_long_no_kl") == pipe.key("rlhf_no_kl")
+    fast = Pipeline("fast", tmp_path)
+    assert fast.key("rlhf_long") != fast.key("rlhf")
+
+
+# -- building: resume, honest times, one writer ----------------------------------------------------
+
 def test_interrupted_run_resumes_from_the_last_finished_stage(tmp_path, monkeypatch):
-    Pipeline(TINY, tmp_path).base_model()
+    import minirlhf.pretrain
+    import minirlhf.sft
+
+    Pipeline(TINY, tmp_path).stage_dir("base")
     calls = []
-    real_sft = pipeline_module.sft
+    real_sft = minirlhf.sft.sft
 
     def interrupted(*a, **k):
         calls.append("sft")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline_module, "sft", interrupted)
+    monkeypatch.setattr(minirlhf.sft, "sft", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        Pipeline(TINY, tmp_path).sft_model()
-    assert not any(p.name.startswith("sft-") for p in tmp_path.iterdir()), "half-written stage left behind"
+        Pipeline(TINY, tmp_path).model("sft")
+    assert not any(p.name.startswith("sft-") or (p.name.startswith(".sft-") and p.is_dir())
+                   for p in tmp_path.iterdir()), "half-written stage left behind"
 
     def no_pretraining(*a, **k):
         raise AssertionError("the finished base stage was retrained")
 
-    monkeypatch.setattr(pipeline_module, "pretrain", no_pretraining)
-    monkeypatch.setattr(pipeline_module, "sft", real_sft)
-    Pipeline(TINY, tmp_path).sft_model()
-    assert calls == ["sft"]
-    assert any(p.name.startswith("sft-") for p in tmp_path.iterdir())
+    monkeypatch.setattr(minirlhf.pretrain, "pretrain", no_pretraining)
+    monkeypatch.setattr(minirlhf.sft, "sft", real_sft)
+    pipe = Pipeline(TINY, tmp_path)
+    pipe.model("sft")
+    assert calls == ["sft"] and pipe.built == ["sft"]
 
 
-def test_changed_settings_retrain_only_downstream(tmp_path):
-    a = Pipeline(TINY, tmp_path)
-    b = Pipeline(replace(TINY, sft=SFTConfig(epochs=0.4, batch_size=4)), tmp_path)
-    assert a.stage_dir("base") == b.stage_dir("base")
-    assert a.stage_dir("sft") != b.stage_dir("sft")
-    assert a.stage_dir("reward") != b.stage_dir("reward")
+def test_each_stage_records_only_its_own_training_time(tmp_path, monkeypatch):
+    import minirlhf.pretrain
+
+    real = minirlhf.pretrain.pretrain
+
+    def slow_pretraining(*a, **k):
+        time.sleep(1.0)
+        return real(*a, **k)
+
+    monkeypatch.setattr(minirlhf.pretrain, "pretrain", slow_pretraining)
+    pipe = Pipeline(TINY, tmp_path)
+    pipe.model("sft")                      # builds world and base inside
+    assert pipe.built == ["world", "base", "sft"]
+    assert pipe.log("base")["seconds"] >= 1.0
+    assert pipe.log("sft")["seconds"] < 0.9, "SFT's time must not include the base model it waited for"
+
+
+def test_two_builders_of_one_stage_train_it_once(tmp_path):
+    trained = []
+
+    def build(tmp):
+        trained.append(1)
+        time.sleep(0.5)
+        (tmp / "weights").write_text("w")
+        return {}
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.build_or_load(tmp_path, "s", {"a": 1}, {}, [], build)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(trained) == 1 and sorted(built for _, built in results) == [False, True]
+    assert len({path for path, _ in results}) == 1 and (results[0][0] / "weights").read_text() == "w"
+    assert not [p for p in Path(tmp_path).iterdir() if p.is_dir() and p.name.startswith(".")]
+
+
+# -- the registry: a new algorithm is one file and one line ----------------------------------------
+
+def dummy_stage(policy, seed):
+    """An "algorithm" that returns the SFT model unchanged."""
+    return {"model": policy, "log": {"note": f"dummy, seed {seed}"}}
+
+
+def test_a_registered_algorithm_reaches_metrics_report_and_cli(tmp_path):
+    from minirlhf.__main__ import build_parser
+
+    registry.register("dummy", dummy_stage, policy=registry.Upstream("sft"), algorithm=True, title="Dummy")
+    try:
+        assert build_parser().parse_args(["run", "--algorithms", "dummy"]).algorithms == ["dummy"]
+        metrics = run(TINY, tmp_path)
+        assert "dummy" in metrics["algorithms"]
+        saved = json.loads((tmp_path / "metrics.json").read_text())
+        dummy = saved["stages"]["dummy"]
+        assert dummy["kl_to_sft"] == pytest.approx(0.0, abs=1e-5), "the SFT model itself: no KL to SFT"
+        assert dummy["gold_score_mean"] == saved["stages"]["sft"]["gold_score_mean"]
+        report = (tmp_path / "report.md").read_text()
+        assert "| dummy |" in report and "Dummy (`dummy`)" in report
+        assert "cached, built earlier" not in report and set(saved["built_this_run"]) >= {"base", "sft", "dummy"}
+        again = run(TINY, tmp_path, algorithm_names=["dummy"])
+        assert again["built_this_run"] == [] and again["algorithms"] == ["dummy"]
+        assert "cached, built earlier" in (tmp_path / "report.md").read_text()
+    finally:
+        registry.STAGES.pop("dummy")
+
+
+def test_unknown_stage_and_algorithm_names_are_errors_that_list_the_valid_ones(tmp_path):
+    with pytest.raises(KeyError, match="registered stages: world, base"):
+        Pipeline(TINY, tmp_path).model("rlfh")
+    with pytest.raises(ValueError, match="registered"):
+        run(TINY, tmp_path, algorithm_names=["ppo2"])
+
+
+def test_old_import_paths_still_work_with_a_deprecation_message():
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    from minirlhf.checks import check_gae\n"
+            "    from minirlhf.checks.core import POINTS\n"
+            "    from minirlhf.grading import grade\n"
+            "    from minirlhf.exercises import make_exercises\n"
+            "print(sorted({str(x.message).split()[0] for x in w if x.category is FutureWarning}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['minirlhf.checks', 'minirlhf.exercises', 'minirlhf.grading']"

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from minirlhf.ppo import gae, last_index, per_token_rewards, policy_loss, value_loss, whiten
+from minirlhf.masks import last_index
+from minirlhf.ppo import gae, per_token_rewards, policy_loss, value_loss, whiten
 
 
 def gae_plain_loop(rewards, values, gamma, lam):

@@ -78,3 +78,28 @@ def test_ptx_needs_pretraining_examples(tok):
     policy, ref, rm, value = models(tok)
     with pytest.raises(ValueError, match="ptx_examples"):
         train_ppo(policy, ref, rm, value, tok, REQUESTS, replace(CFG, ptx_coef=1.0))
+
+
+def test_unknown_functions_are_an_error_that_names_the_valid_ones(tok):
+    policy, ref, rm, value = models(tok)
+    with pytest.raises(ValueError, match=r"unknown functions \['polcy_loss'\].*'gae', 'per_token_rewards', 'policy_loss'"):
+        train_ppo(policy, ref, rm, value, tok, REQUESTS, CFG, functions={"polcy_loss": lambda *a: 0})
+
+
+def test_rollout_scores_each_response_at_its_last_real_token_and_zeroes_padding(tok):
+    from minirlhf.rollout import rollout
+
+    policy, ref, rm, _ = models(tok)
+    prompts = [r.prompt for r in REQUESTS[:6]]
+    ro = rollout(policy, ref, rm, tok, prompts, 8, generator=torch.Generator().manual_seed(0))
+    B, N = ro.response_ids.shape
+    assert B == 6 and ro.input_ids.shape == (B, ro.response_start + N) and ro.mask.shape == (B, N)
+    assert torch.all(ro.logp[ro.mask == 0] == 0) and torch.all(ro.ref_logp[ro.mask == 0] == 0)
+    assert torch.equal(ro.logp, ro.ref_logp), "before any update the policy is its reference"
+    for i in range(B):   # the same sequence without any padding, scored on its own
+        ids = ro.input_ids[i][ro.attention_mask[i].bool()][None]
+        alone = rm(ids, torch.ones_like(ids))
+        assert alone.item() == pytest.approx(ro.rm_score[i].item(), abs=1e-5)
+    expected = torch.where(ro.ended, ro.rm_score, torch.full_like(ro.rm_score, -1.0))   # the EOS trick
+    assert torch.equal(ro.score, expected)
+    assert ro.texts == [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(ro.response_ids, ro.mask)]

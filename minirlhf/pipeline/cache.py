@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -34,7 +35,10 @@ CACHE_VERSION = 2   # bump when the folder layout changes: every key changes wit
 # -- what a stage reads ------------------------------------------------------------------------
 
 def module_file(module: str) -> Path:
-    """`minirlhf.rlhf` (or `rlhf`) -> the file that holds it."""
+    """The file that holds a module: `minirlhf.rlhf` (or `rlhf`) in the package, or any imported module
+    (a recipe may live outside the package, e.g. an experiment of your own)."""
+    if module.split(".")[0] != PACKAGE and module in sys.modules and getattr(sys.modules[module], "__file__", None):
+        return Path(sys.modules[module].__file__)
     parts = module.removeprefix(PACKAGE).strip(".").split(".")
     path = PACKAGE_DIR.joinpath(*parts)
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
@@ -46,7 +50,6 @@ def read_source(module: str) -> bytes:
 
 def package_imports(module: str) -> set[str]:
     """The package modules that `module` imports (relative or absolute), as `minirlhf.x.y` names."""
-    module = module if module.startswith(PACKAGE) else f"{PACKAGE}.{module}"
     is_package = module_file(module).name == "__init__.py"
     here = module.split(".") if is_package else module.split(".")[:-1]
     found = set()
@@ -65,12 +68,12 @@ def package_imports(module: str) -> set[str]:
 
 
 def _exists(module: str) -> bool:
-    return module.startswith(PACKAGE) and module_file(module).is_file()
+    return module.split(".")[0] == PACKAGE and module_file(module).is_file()
 
 
 def module_closure(modules) -> list[str]:
     """Every package module the given ones import, directly or through others (themselves included)."""
-    todo = [m if m.startswith(PACKAGE) else f"{PACKAGE}.{m}" for m in modules]
+    todo = list(modules)
     seen: set[str] = set()
     while todo:
         m = todo.pop()

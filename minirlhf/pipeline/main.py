@@ -11,15 +11,17 @@ import torch
 
 from ..evaluate import kl_to_reference, perplexity, stage_metrics, win_rate
 from ..sampling import sample_responses
-from ..settings import get_settings
+from ..settings import Settings, get_settings
 from .registry import STAGES, algorithms
 from .report import write_report
 from .stages import Pipeline
 
 
-def run(setting: str | None = None, out_dir=None, seed: int | None = None, device=None,
+def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = None, device=None,
         algorithm_names: list[str] | None = None) -> dict:
-    settings = get_settings(setting, seed)
+    """Train (or load) every stage the main job needs, evaluate the policies, write the report; returns
+    the metrics. `setting`: a name ("fast", "default", "gpu"), Settings, or None for the environment's."""
+    settings = setting if isinstance(setting, Settings) else get_settings(setting, seed)
     algos = list(algorithm_names) if algorithm_names else algorithms()
     unknown = [a for a in algos if a not in algorithms()]
     if unknown:

@@ -99,8 +99,9 @@ register("base", pretrain_stage, texts=Data("internet", "text"), model_config=Se
 register("sft", sft_stage, model=Upstream("base"), prompts=Data("demonstrations", "prompt"),
          responses=Data("demonstrations", "response"), cfg=Setting("sft"), title="SFT")
 # the RL prompts are ranked too: the reward model must be right where PPO will look
-REWARD_ARGS = dict(sft_model=Upstream("sft"), train_requests=Requests("reward", "rl"), heldout_requests=Requests("eval"),
-                   norm_requests=Requests("rl"), cfg=Setting("reward"), max_new_tokens=Setting("eval.max_new_tokens"))
+REWARD_ARGS = dict(sft_model=Upstream("sft"), train_requests=Requests("reward", "rl"),
+                   heldout_requests=Requests("eval"), norm_requests=Requests("rl"), cfg=Setting("reward"),
+                   max_new_tokens=Setting("eval.max_new_tokens"))
 register("reward", reward_stage, **REWARD_ARGS)
 for _persona in PERSONAS:   # one reward model per labeler persona (notebook 08)
     if _persona != "gold":
@@ -118,7 +119,8 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF
 LONG_STEPS = 60
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS))
 register("rlhf_long", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", **_long), title="β fixed")
-register("rlhf_long_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0, **_long), title="β = 0 (no penalty)")
+register("rlhf_long_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0, **_long),
+         title="β = 0 (no penalty)")
 register("rlhf_long_adaptive", ppo_stage, **PPO_ARGS, title="adaptive β",
          cfg=Setting("ppo", adaptive_kl=True, kl_horizon=lambda c: 10 * c.batch_size, **_long))
 # notebook 08: a second round of iterated RLHF, after the standard run and after the long β = 0 run
