@@ -30,18 +30,19 @@ def main(argv=None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .pipeline.registry import algorithms
+    from .settings import PRESETS
 
     parser = argparse.ArgumentParser(prog="minirlhf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train base → SFT → reward model → RLHF and write a report")
     p_run.add_argument("--fast", action="store_true", help="the fast setting (tests, CI): a few minutes on a CPU")
-    p_run.add_argument("--setting", choices=["fast", "default", "gpu"], help="overrides --fast and the environment")
+    p_run.add_argument("--setting", choices=sorted(PRESETS), help="overrides --fast and the environment")
     p_run.add_argument("--out", help="output folder (default: runs/<setting>)")
     p_run.add_argument("--seed", type=int, default=None)
     p_run.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p_run.add_argument("--algorithms", nargs="+", choices=algorithms(), metavar="ALGORITHM",
-                       help=f"which registered algorithms to train and evaluate (default: all: {' '.join(algorithms())})")
+                       help=f"registered algorithms to train and evaluate (default: all: {' '.join(algorithms())})")
     sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (see --help of the subcommand)")
     sub.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     return parser

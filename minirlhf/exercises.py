@@ -7,3 +7,6 @@ from .course.exercises import main  # noqa: F401
 
 warnings.warn("minirlhf.exercises moved to minirlhf.course.exercises: change the import; the old name goes in the "
               "next release", FutureWarning, stacklevel=2)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

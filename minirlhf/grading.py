@@ -7,3 +7,6 @@ from .course.grading import main  # noqa: F401
 
 warnings.warn("minirlhf.grading moved to minirlhf.course.grading: change the import; the old name goes in the "
               "next release", FutureWarning, stacklevel=2)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

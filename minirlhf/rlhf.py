@@ -2,13 +2,13 @@
 
 One PPO step:
   1. sample responses y ~ π_θ(·|x) for a batch of prompts (KV-cache generation);
-  2. score them: log π_old, log π_ref, values V(s_t), reward-model score r_RM(x, y)
+  2. score them: log π_old, log π_ref, reward-model score r_RM(x, y)
      (a response that never ends gets a fixed low score instead: the "EOS trick");
-  3. per-token rewards r_t = −β·k1_t, plus r_RM on the last token; GAE advantages, whitened;
+  3. values V(s_t); per-token rewards r_t = −β·k1_t, plus r_RM on the last token; GAE advantages, whitened;
   4. several epochs of minibatches of the clipped policy loss and the clipped value loss;
   5. adapt β if the controller is adaptive.
-Steps 1–2 are rollout.py (shared by every RL algorithm), the maths of steps 3–4 is in ppo.py;
-`functions` lets an exercise swap in its own versions. `ppo_stage` is the whole recipe of the stage.
+Steps 1–2 are rollout.py (shared by every RL algorithm), step 3 is `ppo_targets`, the maths of steps
+3–4 is in ppo.py; `functions` lets an exercise swap in its own versions. `ppo_stage` is the whole recipe of the stage.
 """
 from __future__ import annotations
 
@@ -87,6 +87,14 @@ def freeze_lower_layers(model, n: int) -> None:
             p.requires_grad_(False)
 
 
+def _functions(functions: dict | None) -> dict:
+    """DEFAULT_FUNCTIONS with an exercise's versions swapped in; a misspelt name is an error, not ignored."""
+    unknown = set(functions or {}) - set(DEFAULT_FUNCTIONS)
+    if unknown:
+        raise ValueError(f"unknown functions {sorted(unknown)}: train_ppo can swap in {sorted(DEFAULT_FUNCTIONS)}")
+    return {**DEFAULT_FUNCTIONS, **(functions or {})}
+
+
 def _loss(out):
     """Accept either `loss` or `(loss, stats)` from a (student's) loss function."""
     return out if isinstance(out, tuple) else (out, {})
@@ -106,7 +114,7 @@ class PPOTargets:
 def ppo_targets(ro: Rollout, value_model, cfg: PPOConfig, kl_coef: float,
                 functions: dict | None = None) -> PPOTargets:
     """Values, per-token rewards, GAE advantages and returns for one rollout."""
-    functions = {**DEFAULT_FUNCTIONS, **(functions or {})}
+    functions = _functions(functions)
     P = ro.response_start
     values = value_model.values(ro.input_ids, ro.attention_mask)[:, P - 1:-1] * ro.mask  # V(s_t): before y_t
     rewards, kl = functions["per_token_rewards"](ro.score, ro.logp, ro.ref_logp, ro.mask, kl_coef)
@@ -125,10 +133,7 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     rest only to log the gold score). `functions` overrides entries of DEFAULT_FUNCTIONS.
     `ptx_examples` (pretraining examples) are needed when cfg.ptx_coef > 0.
     """
-    unknown = set(functions or {}) - set(DEFAULT_FUNCTIONS)
-    if unknown:
-        raise ValueError(f"unknown functions {sorted(unknown)}: train_ppo can swap in {sorted(DEFAULT_FUNCTIONS)}")
-    functions = {**DEFAULT_FUNCTIONS, **(functions or {})}
+    functions = _functions(functions)
     if cfg.ptx_coef > 0 and not ptx_examples:
         raise ValueError("ptx_coef > 0 needs ptx_examples (pretraining documents, see pretrain.document_examples)")
     if cfg.batch_size % cfg.minibatch_size:

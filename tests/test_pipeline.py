@@ -95,11 +95,28 @@ def test_each_module_retrains_exactly_the_stages_that_read_it(monkeypatch, tmp_p
     modules = list(_package_modules())
     assert len(modules) > 25
     for module in modules:
-        monkeypatch.setattr(cache, "read_source", lambda m, target=module: real(m) + (b"\n# edited" if m == target else b""))
+        monkeypatch.setattr(cache, "read_source", lambda m, target=module: real(m) + (b"\n_edited = 1\n" if m == target else b""))
         changed = {name for name, key in _keys(TINY, tmp_path).items() if key != baseline[name]}
         short = module.removeprefix("minirlhf.")
         assert changed == MODULE_READERS.get(short, set()), f"editing {module} changed the keys of {sorted(changed)}"
+    # a comment or a blank line is no change of code: nothing retrains
+    monkeypatch.setattr(cache, "read_source", lambda m: real(m) + b"\n\n# a comment\n")
+    assert _keys(TINY, tmp_path) == baseline
     monkeypatch.setattr(cache, "read_source", real)
+
+
+def test_every_registered_stage_has_a_key(tmp_path):
+    pipe = Pipeline(TINY, tmp_path)
+    keys = {name: pipe.key(name) for name in registry.STAGES}
+    assert len(set(keys.values())) == len(keys), "in this setting every registered stage reads something else"
+
+
+def test_code_edited_after_import_is_refused_rather_than_trained_under_the_new_key(tmp_path, monkeypatch):
+    import minirlhf
+
+    monkeypatch.setattr(minirlhf, "IMPORTED_AT", 0.0)   # as if every file had been edited since
+    with pytest.raises(RuntimeError, match=r"world\.py changed after this Python process imported minirlhf"):
+        Pipeline(TINY, tmp_path).stage_dir("world")
 
 
 def _changed(value):

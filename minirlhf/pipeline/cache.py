@@ -3,8 +3,9 @@
 A stage lives in `<home>/<setting>/<folder>-<key>/`. The key hashes exactly what the stage reads:
   * the values of the settings and other fixed arguments it is given (e.g. its PPOConfig);
   * the keys of its upstream stages, so a change upstream retrains everything downstream;
-  * the source of the package modules its recipe imports, followed import by import (editing
-    ppo.py retrains the PPO stages; it does not retrain pretraining).
+  * the code of the package modules its recipe imports, followed import by import (editing
+    ppo.py retrains the PPO stages; it does not retrain pretraining). Code means the syntax tree,
+    docstrings included: a comment or a reformatted line retrains nothing.
 Two stages that read the same things share one folder, so a run needed by the main job and by a
 notebook is trained once. A folder is written under a temporary name and renamed into place when
 finished, while a lock (fcntl.flock, released by the kernel even on kill -9) keeps a second run from
@@ -35,12 +36,18 @@ CACHE_VERSION = 2   # bump when the folder layout changes: every key changes wit
 # -- what a stage reads ------------------------------------------------------------------------
 
 def module_file(module: str) -> Path:
-    """The file that holds a module: `minirlhf.rlhf` (or `rlhf`) in the package, or any imported module
-    (a recipe may live outside the package, e.g. an experiment of your own)."""
-    if module.split(".")[0] != PACKAGE and module in sys.modules and getattr(sys.modules[module], "__file__", None):
-        return Path(sys.modules[module].__file__)
-    parts = module.removeprefix(PACKAGE).strip(".").split(".")
-    path = PACKAGE_DIR.joinpath(*parts)
+    """The file that holds a module: `minirlhf.rlhf` in the package, or any other imported module (a
+    recipe may live outside the package; it is then keyed on its own file and the package modules it
+    imports, so keep its helpers in that file)."""
+    if module.split(".")[0] != PACKAGE:
+        source = getattr(sys.modules.get(module), "__file__", None)
+        if module == "__main__" and source is None:
+            raise ValueError("a stage's recipe must live in a .py file the cache can read, not in a notebook "
+                             "cell: move it to a module, or call the recipe yourself without the cache")
+        if source is None:
+            raise ValueError(f"cannot find the source of module {module!r}: import it from a .py file first")
+        return Path(source)
+    path = PACKAGE_DIR.joinpath(*module.split(".")[1:])
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
@@ -97,10 +104,16 @@ def _plain(value):
                     "strings or lists of them, and everything else as an upstream stage")
 
 
+def code_hash(module: str) -> str:
+    """The module's syntax tree, hashed: comments and layout do not count, docstrings do."""
+    return hashlib.sha256(ast.dump(ast.parse(read_source(module))).encode()).hexdigest()
+
+
 def stage_key(settings: dict, upstream: dict[str, str], modules) -> str:
-    """A short hash of what a stage reads: setting values, upstream keys and its modules' source."""
-    sources = {m: hashlib.sha256(read_source(m)).hexdigest() for m in module_closure(modules)}
-    blob = json.dumps({"version": CACHE_VERSION, "settings": _plain(settings), "upstream": upstream,
+    """A short hash of what a stage reads: setting values, upstream keys (not their names: two stages
+    that read the same things share a key whatever they are called) and its modules' code."""
+    sources = {m: code_hash(m) for m in module_closure(modules)}
+    blob = json.dumps({"version": CACHE_VERSION, "settings": _plain(settings), "upstream": sorted(upstream.values()),
                        "sources": sources}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -111,14 +124,27 @@ def is_finished(path: Path) -> bool:
     return (Path(path) / "log.json").is_file()
 
 
+def check_code_unchanged(modules) -> None:
+    """Refuse to train when a module's file changed after this process imported the package: the stage
+    would be trained by the old code in memory but keyed (and found again later) under the new."""
+    from .. import IMPORTED_AT
+
+    for m in module_closure(modules):
+        if m in sys.modules and module_file(m).stat().st_mtime > IMPORTED_AT:
+            raise RuntimeError(f"{module_file(m)} changed after this Python process imported minirlhf: restart "
+                               "the kernel (or the run) so that the stage is trained by the code it is keyed on")
+
+
 def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str], modules,
-                  build: Callable[[Path], dict]) -> tuple[Path, bool]:
-    """The stage `name` keyed on `settings`, `upstream` (stage keys) and `modules`: its folder, and
-    whether it was built now. `build(tmp_folder) -> log dict` writes the stage's files; the log gets
-    `seconds` (this stage's own training time) and is saved as log.json, the mark of a finished stage."""
+                  build: Callable[[Path], dict], label: str = "") -> tuple[Path, bool]:
+    """The stage folder `<home>/<name>-<key>`, keyed on `settings`, `upstream` (name -> key of each stage
+    it reads) and `modules`, and whether it was built now. `build(tmp_folder) -> log dict` writes the
+    stage's files; the log gets `seconds` (this stage's own training time) and is saved as log.json, the
+    mark of a finished stage. `label` names the stage in the progress message."""
     path = Path(home) / f"{name}-{stage_key(settings, upstream, modules)}"
     if is_finished(path):
         return path, False
+    check_code_unchanged(modules)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # a concurrent run building this stage: wait for it
@@ -127,7 +153,7 @@ def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str
         for leftover in path.parent.glob(f".{path.name}.*"):   # a killed run's temporary folders
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
-        print(f"[minirlhf] training {path.name} (saved to {path})")
+        print(f"[minirlhf] training {label or name} (saved to {path})")
         with atomic_dir(path) as tmp:
             start = time.time()
             log = build(tmp)
@@ -167,6 +193,6 @@ def load_artifact(folder: Path, name: str, device):
         return cls.from_pretrained(path, device)
     if path.is_dir():
         return load_from_disk(str(path))
-    present = sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))
-    raise FileNotFoundError(f"stage folder {folder} has no {name!r} (it has {present}); delete the folder "
-                            "and run again to rebuild it")
+    present = sorted(p.name for p in Path(folder).iterdir() if p.name != "log.json" and not p.name.startswith("."))
+    raise FileNotFoundError(f"stage folder {folder} has no {name!r}: ask for one of {present} (a stage saves "
+                            "what its recipe returns, under the names it returns)")

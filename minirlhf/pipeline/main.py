@@ -45,14 +45,15 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     stages["sft"]["win_rate_vs_base"] = win_rate(rows["sft"], rows["base"])
     for a in algos:
         stages[a]["win_rate_vs_sft"] = win_rate(rows[a], rows["sft"])
+        # the KL is sampled with the setting's seed (not the evaluation stream): as in every earlier release
         stages[a]["kl_to_sft"] = kl_to_reference(models[a], models["sft"], tok, reqs, ev.max_new_tokens, settings.seed)
         hist = pipe.log(a).get("history")
-        if hist:   # an RL run: where its proxy and gold scores started and ended
+        if hist and {"rm_score", "gold_score"} <= set(hist[0]):   # an RL run: where proxy and gold started and ended
             stages[a]["training"] = {"rm_score_first": hist[0]["rm_score"], "rm_score_last": hist[-1]["rm_score"],
                                      "gold_first": hist[0]["gold_score"], "gold_last": hist[-1]["gold_score"]}
     heldout = pipe.heldout_internet_examples()
     rm_log = pipe.log("reward")
-    used = ["world", "base", "sft", "reward", *algos]
+    used = pipe.used   # every stage this run built or loaded, upstream first
     metrics = {
         "setting": settings.name, "seed": settings.seed, "device": str(pipe.device),
         "n_params": pipe.log("base")["n_params"], "algorithms": algos,
@@ -64,7 +65,7 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
         # each stage's own training time, whenever it was trained; "built_this_run" says which were
         "timing_s": {**{name: pipe.log(name)["seconds"] for name in used}, "evaluation": time.time() - eval_start,
                      "this_run": time.time() - start},
-        "built_this_run": [name for name in pipe.built if name in used],
+        "built_this_run": list(pipe.built),
     }
     write_report(pipe.out_dir, metrics, rows, {name: pipe.log(name) for name in used},
                  {a: STAGES[a].title for a in algos})

@@ -10,8 +10,8 @@ place each of its arguments comes from:
     Data("internet", "text")           a column of the world's data sets
     any other value                    passed as it is
 
-`tokenizer`, `seed` (the setting's seed plus the stage's seed_offset) and `device` are passed to every
-recipe that takes them. A run needed by two users is trained once per seed and setting: stages that
+`tokenizer`, `seed` (the setting's seed plus the stage's seed_offset), `device` and `desc` (the stage's
+name, for progress bars) are passed to every recipe that takes them. A run needed by two users is trained once per seed and setting: stages that
 read the same things share one folder of the cache.
 
 Adding an algorithm is one file (its recipe, returning {"model": policy, "log": {...}}) and one line
@@ -20,10 +20,10 @@ metrics.json and the report, and `--algorithms` accepts its name.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from ..labelers import PERSONAS
 from ..pretrain import pretrain_stage
 from ..reward import reward_stage
 from ..rlhf import ppo_stage
@@ -79,11 +79,28 @@ class Stage:
 STAGES: dict[str, Stage] = {}
 
 
+IMPLICIT = ("tokenizer", "seed", "device", "desc")
+
+
 def register(name: str, recipe: Callable[..., dict], seed_offset: int = 0, algorithm: bool = False,
              title: str = "", **args) -> Stage:
-    """Add a named stage to the registry (a name may be registered once)."""
+    """Add a named stage to the registry: a name once, its upstream stages registered before it."""
     if name in STAGES:
         raise ValueError(f"a stage named {name!r} is registered already")
+    params = inspect.signature(recipe).parameters
+    unknown = set(args) - set(params)
+    missing = [p for p, v in params.items() if v.default is inspect.Parameter.empty and p not in args
+               and p not in IMPLICIT]
+    if unknown or missing:
+        raise TypeError(f"stage {name!r}: {recipe.__name__} takes no {sorted(unknown)} and needs {missing}")
+    for source in args.values():
+        for src in source if isinstance(source, list) else [source]:
+            if isinstance(src, (tuple, dict)) and any(isinstance(x, (Upstream, Requests, Data, Setting)) for x in
+                                                      (src.values() if isinstance(src, dict) else src)):
+                raise TypeError(f"stage {name!r}: put several sources in a list, not a {type(src).__name__}")
+            if isinstance(src, Upstream) and src.stage not in STAGES:
+                raise ValueError(f"stage {name!r} reads {src.stage!r}, which is not registered (yet): register "
+                                 f"it first; registered: {', '.join(STAGES)}")
     STAGES[name] = Stage(name, recipe, args, seed_offset, algorithm, title or name)
     return STAGES[name]
 
@@ -103,9 +120,8 @@ REWARD_ARGS = dict(sft_model=Upstream("sft"), train_requests=Requests("reward", 
                    heldout_requests=Requests("eval"), norm_requests=Requests("rl"), cfg=Setting("reward"),
                    max_new_tokens=Setting("eval.max_new_tokens"))
 register("reward", reward_stage, **REWARD_ARGS)
-for _persona in PERSONAS:   # one reward model per labeler persona (notebook 08)
-    if _persona != "gold":
-        register(f"reward_{_persona}", reward_stage, **REWARD_ARGS, labeler=_persona)
+for _persona in ("helpful_first", "safety_first"):   # notebook 08: a reward model per labeler persona
+    register(f"reward_{_persona}", reward_stage, **REWARD_ARGS, labeler=_persona)
 PPO_ARGS = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Upstream("reward"),
                 requests=Requests("rl"), ptx_texts=Data("internet", "text"))
 register("rlhf", ppo_stage, **PPO_ARGS, cfg=Setting("ppo"), algorithm=True, title="RLHF (PPO)")
@@ -123,12 +139,12 @@ register("rlhf_long_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.
          title="β = 0 (no penalty)")
 register("rlhf_long_adaptive", ppo_stage, **PPO_ARGS, title="adaptive β",
          cfg=Setting("ppo", adaptive_kl=True, kl_horizon=lambda c: 10 * c.batch_size, **_long))
-# notebook 08: a second round of iterated RLHF, after the standard run and after the long β = 0 run
+# notebook 08: a second round of iterated RLHF: new rankings of the round-1 policy's answers, a new reward
+# model on all comparisons so far, and PPO again from the round-1 policy (the KL still measured against SFT)
 ITERATED_SEED_OFFSET = 100   # round r samples and trains with the seed + 100·r
 for _suffix, _first in (("", "rlhf"), ("_long_no_kl", "rlhf_long_no_kl")):
     register(f"reward_round2{_suffix}", reward_stage, **{**REWARD_ARGS, "policy": Upstream(_first)},
              previous_comparisons=[Upstream("reward", "comparisons")], previous_reward_model=Upstream("reward"),
              seed_offset=2 * ITERATED_SEED_OFFSET)
-    register(f"rlhf_round2{_suffix}", ppo_stage, cfg=STAGES[_first].args["cfg"],
-             **{**PPO_ARGS, "policy": Upstream(_first), "reward_model": Upstream(f"reward_round2{_suffix}")},
-             seed_offset=2 * ITERATED_SEED_OFFSET, desc="ppo round 2", title=f"{STAGES[_first].title}, round 2")
+register("rlhf_round2", ppo_stage, cfg=Setting("ppo"), seed_offset=2 * ITERATED_SEED_OFFSET, title="RLHF, round 2",
+         **{**PPO_ARGS, "policy": Upstream("rlhf"), "reward_model": Upstream("reward_round2")})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..plots import plot_losses, plot_ppo, plot_stages
+from ..plots import PPO_PANELS, plot_losses, plot_ppo, plot_stages
 from ..world import KINDS
 
 
@@ -15,7 +15,9 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
     (out / "samples.json").write_text(json.dumps(rows, indent=1))
     plot_losses({"pretraining": logs["base"]["losses"], "SFT (response tokens)": logs["sft"]["losses"],
                  "reward model (Bradley–Terry)": logs["reward"]["losses"]}, out / "losses.png")
-    histories = {titles[a]: logs[a]["history"] for a in metrics["algorithms"] if "history" in logs[a]}
+    keys = {key for key, _ in PPO_PANELS}   # an algorithm's per-step history is plotted when it logs these
+    histories = {titles[a]: logs[a]["history"] for a in metrics["algorithms"]
+                 if logs[a].get("history") and keys <= set(logs[a]["history"][0])}
     if histories:
         plot_ppo(histories, out / "ppo.png")
     names = list(rows)

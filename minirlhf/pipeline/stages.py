@@ -23,15 +23,12 @@ from ..world import World
 from . import cache
 from .registry import STAGES, Data, Requests, Setting, Upstream
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-
-
 def default_home() -> Path:
     """MINIRLHF_HOME, else `runs/` of the source checkout, else ~/.cache/minirlhf."""
     if os.environ.get("MINIRLHF_HOME"):
         return Path(os.environ["MINIRLHF_HOME"])
-    if (PACKAGE_DIR.parent / "pyproject.toml").is_file():
-        return PACKAGE_DIR.parent / "runs"
+    if (cache.PACKAGE_DIR.parent / "pyproject.toml").is_file():
+        return cache.PACKAGE_DIR.parent / "runs"
     return Path.home() / ".cache" / "minirlhf"
 
 
@@ -40,9 +37,10 @@ class Pipeline:
         self.settings = settings if isinstance(settings, Settings) else get_settings(settings)
         self.out_dir = Path(out_dir) if out_dir else default_home() / self.settings.name
         self.device = pick_device(device)
-        self.world = World(self.settings.world)
+        self.world = World(self.settings.world)   # the requests; the "world" stage saves its data sets
         self.tokenizer = build_tokenizer()
         self.built: list[str] = []          # stages this object trained (the rest were loaded)
+        self.used: list[str] = []           # every stage this object built or loaded, upstream first
         self._paths: dict[str, Path] = {}
         self._keys: dict[str, str] = {}
 
@@ -56,9 +54,6 @@ class Pipeline:
         """What stage `name` is keyed on: its setting values, its upstream stages' keys, its modules."""
         stage = self._stage(name)
         params = inspect.signature(stage.recipe).parameters
-        unknown = set(stage.args) - set(params)
-        if unknown:
-            raise TypeError(f"stage {name!r} passes {sorted(unknown)}, which {stage.recipe.__name__} does not take")
         upstream: dict[str, str] = {}
         settings = {arg: self._describe(source, upstream) for arg, source in stage.args.items()}
         if "seed" in params:
@@ -92,9 +87,10 @@ class Pipeline:
                 self.stage_dir(up)
             folder = stage.recipe.__name__.removesuffix("_stage")
             path, built = cache.build_or_load(self.out_dir, folder, settings, upstream, modules,
-                                              lambda tmp: self._train(name, tmp))
+                                              lambda tmp: self._train(name, tmp), label=name)
             if built:
                 self.built.append(name)
+            self.used.append(name)
             self._paths[name] = path
         return self._paths[name]
 
@@ -102,11 +98,16 @@ class Pipeline:
         stage = self._stage(name)
         params = inspect.signature(stage.recipe).parameters
         kwargs = {arg: self._resolve(source) for arg, source in stage.args.items()}
-        implicit = {"tokenizer": self.tokenizer, "seed": self.settings.seed + stage.seed_offset, "device": self.device}
+        # passed to every recipe that takes them; the seed is keyed, the tokenizer by its module, the
+        # device and the progress bar's label (`desc`) change nothing a stage learns
+        implicit = {"tokenizer": self.tokenizer, "seed": self.settings.seed + stage.seed_offset,
+                    "device": self.device, "desc": name}
         kwargs.update({k: v for k, v in implicit.items() if k in params})
         return cache.save_artifacts(tmp, stage.recipe(**kwargs))
 
     def _resolve(self, source):
+        """An argument's value. What a recipe receives is in no stage's key: change how a source is
+        resolved here (or saved and loaded in cache.py) and bump cache.CACHE_VERSION."""
         if isinstance(source, list):
             return [self._resolve(s) for s in source]
         if isinstance(source, Upstream):
@@ -129,11 +130,17 @@ class Pipeline:
 
     def log(self, name: str) -> dict:
         """The stage's log: losses or history, accuracies, and `seconds` (its own training time)."""
+        if not isinstance(name, str):
+            raise TypeError(f"log() takes a stage name such as 'sft', not {name!r}")
         return json.loads((self.stage_dir(name) / "log.json").read_text())
 
     def history(self, name: str) -> list[dict]:
         """The per-step log of an RL stage."""
-        return self.log(name)["history"]
+        log = self.log(name)
+        if "history" not in log:
+            raise KeyError(f"stage {name!r} logs no per-step history (it has {sorted(log)}): history() is for "
+                           "RL stages such as 'rlhf'")
+        return log["history"]
 
     # -- the world -------------------------------------------------------------------------
     def datasets(self):
