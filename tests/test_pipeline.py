@@ -167,6 +167,14 @@ def test_stages_that_read_the_same_things_share_one_folder(tmp_path):
     assert pipe.key("rlhf_long") == pipe.key("rlhf") and pipe.key("rlhf_long_no_kl") == pipe.key("rlhf_no_kl")
     fast = Pipeline("fast", tmp_path)
     assert fast.key("rlhf_long") != fast.key("rlhf")
+    # a stage is keyed on what it reads, not on what it is called: the same line under another name
+    sft, reward = registry.STAGES["sft"], registry.STAGES["reward"]
+    registry.register("sft_copy", sft.recipe, **sft.args)
+    registry.register("reward_of_copy", reward.recipe, **{**reward.args, "sft_model": registry.Upstream("sft_copy")})
+    try:
+        assert Pipeline("fast", tmp_path).key("reward_of_copy") == fast.key("reward")
+    finally:
+        registry.STAGES.pop("reward_of_copy"), registry.STAGES.pop("sft_copy")
 
 
 # -- building: resume, honest times, one writer ----------------------------------------------------

@@ -67,7 +67,7 @@ class Pipeline:
             return [self._describe(s, upstream) for s in source]
         if isinstance(source, Upstream):
             upstream[source.stage] = self.key(source.stage)
-            return {"upstream": [source.stage, source.artifact]}
+            return {"upstream": self.key(source.stage), "artifact": source.artifact}   # the key, not the name
         if isinstance(source, (Requests, Data)):   # the world's data: keyed on the world stage
             upstream["world"] = self.key("world")
             return {"requests": list(source.splits)} if isinstance(source, Requests) else {"data": vars(source)}
