@@ -21,13 +21,13 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
-    """Mean of x over positions where mask is 1 (padding never counts, not even a NaN or Inf there:
-    `torch.where`, not a multiplication, because 0 · NaN is NaN)."""
+    """Mean of x over positions where the (0/1) mask is 1: padding never counts, not even a NaN or Inf
+    there (`torch.where`, not a multiplication by the mask, because 0 · NaN is NaN)."""
     x = torch.where(mask.bool(), x, torch.zeros_like(x))
-    mask = mask.to(x.dtype)
+    count = mask.to(x.dtype)
     if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+        return x.sum() / count.sum().clamp(min=1)
+    return x.sum(dim) / count.sum(dim).clamp(min=1)
 
 
 def last_index(mask: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-
 from datasets import concatenate_datasets
+from tqdm.auto import tqdm
 
 from .checkpoint import SavesPretrained
 from .comparisons import collect_comparisons

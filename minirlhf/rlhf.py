@@ -7,8 +7,9 @@ One PPO step:
   3. values V(s_t); per-token rewards r_t = −β·k1_t, plus r_RM on the last token; GAE advantages, whitened;
   4. several epochs of minibatches of the clipped policy loss and the clipped value loss;
   5. adapt β if the controller is adaptive.
-Steps 1–2 are rollout.py (shared by every RL algorithm), step 3 is `ppo_targets`, the maths of steps
-3–4 is in ppo.py; `functions` lets an exercise swap in its own versions. `ppo_stage` is the whole recipe of the stage.
+Steps 1–2 are rollout.py (shared by every RL algorithm), step 3 is `ppo_targets`, the maths of
+steps 3–4 is in ppo.py; `functions` lets an exercise swap in its own versions. `ppo_stage` is the
+whole recipe of the stage.
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, is_dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -55,12 +56,18 @@ def read_source(module: str) -> bytes:
     return module_file(module).read_bytes()
 
 
+@lru_cache(maxsize=512)
+def _syntax(source: bytes) -> ast.Module:
+    """A module's syntax tree, parsed once per distinct source (keys are computed many times)."""
+    return ast.parse(source)
+
+
 def package_imports(module: str) -> set[str]:
     """The package modules that `module` imports (relative or absolute), as `minirlhf.x.y` names."""
     is_package = module_file(module).name == "__init__.py"
     here = module.split(".") if is_package else module.split(".")[:-1]
     found = set()
-    for node in ast.walk(ast.parse(read_source(module))):
+    for node in ast.walk(_syntax(read_source(module))):
         if isinstance(node, ast.ImportFrom):
             base = (here[:len(here) - node.level + 1] if node.level else []) + (node.module or "").split(".")
             base = [p for p in base if p]
@@ -106,7 +113,7 @@ def _plain(value):
 
 def code_hash(module: str) -> str:
     """The module's syntax tree, hashed: comments and layout do not count, docstrings do."""
-    return hashlib.sha256(ast.dump(ast.parse(read_source(module))).encode()).hexdigest()
+    return hashlib.sha256(ast.dump(_syntax(read_source(module))).encode()).hexdigest()
 
 
 def stage_key(settings: dict, upstream: dict[str, str], modules) -> str:

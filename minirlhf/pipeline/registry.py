@@ -11,8 +11,8 @@ place each of its arguments comes from:
     any other value                    passed as it is
 
 `tokenizer`, `seed` (the setting's seed plus the stage's seed_offset), `device` and `desc` (the stage's
-name, for progress bars) are passed to every recipe that takes them. A run needed by two users is trained once per seed and setting: stages that
-read the same things share one folder of the cache.
+name, for progress bars) are passed to every recipe that takes them. A run needed by two users is
+trained once per seed and setting: stages that read the same things share one folder of the cache.
 
 Adding an algorithm is one file (its recipe, returning {"model": policy, "log": {...}}) and one line
 here with `algorithm=True`: the main job then trains it, evaluates it beside SFT, puts it in
@@ -31,27 +31,60 @@ from ..sft import sft_stage
 from ..world import world_stage
 
 
+class Source:
+    """Where a recipe argument comes from. `describe` gives what the stage's key hashes (and adds the stages
+    it reads to `upstream`); `load` gives the value the recipe receives. The two stand side by side so they
+    cannot drift apart: a new kind of source is one new subclass."""
+
+    def describe(self, pipe, upstream: dict):
+        raise NotImplementedError
+
+    def load(self, pipe):
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class Upstream:
+class Upstream(Source):
     stage: str
     artifact: str = "model"
 
+    def describe(self, pipe, upstream):
+        upstream[self.stage] = pipe.key(self.stage)
+        return {"upstream": upstream[self.stage], "artifact": self.artifact}   # the key, not the name
+
+    def load(self, pipe):
+        return pipe.artifact(self.stage, self.artifact)   # a fresh copy for each argument
+
 
 @dataclass(frozen=True)
-class Requests:
+class Requests(Source):
     splits: tuple[str, ...]
 
     def __init__(self, *splits: str):
         object.__setattr__(self, "splits", splits)
 
+    def describe(self, pipe, upstream):   # the world's data: keyed on the world stage
+        upstream["world"] = pipe.key("world")
+        return {"requests": list(self.splits)}
+
+    def load(self, pipe):
+        return [r for split in self.splits for r in pipe.requests(split)]
+
 
 @dataclass(frozen=True)
-class Data:
+class Data(Source):
     split: str
     column: str
 
+    def describe(self, pipe, upstream):
+        upstream["world"] = pipe.key("world")
+        return {"data": [self.split, self.column]}
 
-class Setting:
+    def load(self, pipe):
+        return pipe.datasets()[self.split][self.column]
+
+
+class Setting(Source):
     """A part of the Settings ("ppo", "eval.max_new_tokens"), with fields replaced: a value, or a function
     of the setting's own config (e.g. steps=lambda c: max(c.steps, 60))."""
 
@@ -64,6 +97,12 @@ class Setting:
             value = getattr(value, part)
         return replace(value, **{k: v(value) if callable(v) else v for k, v in self.changes.items()}) \
             if self.changes else value
+
+    def describe(self, pipe, upstream):   # keyed on the resolved value: only what the stage gets counts
+        return self.resolve(pipe.settings)
+
+    def load(self, pipe):
+        return self.resolve(pipe.settings)
 
 
 @dataclass(frozen=True)
@@ -95,7 +134,7 @@ def register(name: str, recipe: Callable[..., dict], seed_offset: int = 0, algor
         raise TypeError(f"stage {name!r}: {recipe.__name__} takes no {sorted(unknown)} and needs {missing}")
     for source in args.values():
         for src in source if isinstance(source, list) else [source]:
-            if isinstance(src, (tuple, dict)) and any(isinstance(x, (Upstream, Requests, Data, Setting)) for x in
+            if isinstance(src, (tuple, dict)) and any(isinstance(x, Source) for x in
                                                       (src.values() if isinstance(src, dict) else src)):
                 raise TypeError(f"stage {name!r}: put several sources in a list, not a {type(src).__name__}")
             if isinstance(src, Upstream) and src.stage not in STAGES:

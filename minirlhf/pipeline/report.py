@@ -32,7 +32,8 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
     for kind in KINDS:
         lines.append(f"| gold: {kind} | " + " | ".join(f"{st[n]['gold_score_by_kind'].get(kind, float('nan')):.3f}"
                                                        for n in names) + " |")
-    lines.append("| perplexity (held-out internet text) | " + " | ".join(f"{tax[f'ppl_{n}']:.2f}" for n in names) + " |")
+    lines.append("| perplexity (held-out internet text) | "
+                 + " | ".join(f"{tax[f'ppl_{n}']:.2f}" for n in names) + " |")
     lines.append("")
     lines += [f"- {titles[a]} (`{a}`) wins against SFT on {st[a]['win_rate_vs_sft']:.1%} of held-out prompts "
               f"(gold labeler, ties half); KL to SFT = {st[a]['kl_to_sft']:.2f} nats per response."

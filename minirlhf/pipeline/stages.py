@@ -21,7 +21,7 @@ from ..tokenizer import build_tokenizer
 from ..training import pick_device
 from ..world import World
 from . import cache
-from .registry import STAGES, Data, Requests, Setting, Upstream
+from .registry import STAGES, Source
 
 def default_home() -> Path:
     """MINIRLHF_HOME, else `runs/` of the source checkout, else ~/.cache/minirlhf."""
@@ -65,13 +65,7 @@ class Pipeline:
         """An argument's source as a keyable value; its upstream stages are added to `upstream`."""
         if isinstance(source, list):
             return [self._describe(s, upstream) for s in source]
-        if isinstance(source, Upstream):
-            upstream[source.stage] = self.key(source.stage)
-            return {"upstream": self.key(source.stage), "artifact": source.artifact}   # the key, not the name
-        if isinstance(source, (Requests, Data)):   # the world's data: keyed on the world stage
-            upstream["world"] = self.key("world")
-            return {"requests": list(source.splits)} if isinstance(source, Requests) else {"data": vars(source)}
-        return source.resolve(self.settings) if isinstance(source, Setting) else source
+        return source.describe(self, upstream) if isinstance(source, Source) else source
 
     def key(self, name: str) -> str:
         if name not in self._keys:
@@ -107,18 +101,10 @@ class Pipeline:
 
     def _resolve(self, source):
         """An argument's value. What a recipe receives is in no stage's key: change how a source is
-        resolved here (or saved and loaded in cache.py) and bump cache.CACHE_VERSION."""
+        loaded (registry.Source.load, or cache.save_artifacts/load_artifact) and bump cache.CACHE_VERSION."""
         if isinstance(source, list):
             return [self._resolve(s) for s in source]
-        if isinstance(source, Upstream):
-            return self.artifact(source.stage, source.artifact)
-        if isinstance(source, Requests):
-            return [r for split in source.splits for r in self.requests(split)]
-        if isinstance(source, Data):
-            return self.datasets()[source.split][source.column]
-        if isinstance(source, Setting):
-            return source.resolve(self.settings)
-        return source
+        return source.load(self) if isinstance(source, Source) else source
 
     def artifact(self, name: str, artifact: str = "model"):
         """Something stage `name` saved: "model", or e.g. "comparisons", "value_model", "data" (a fresh copy)."""
