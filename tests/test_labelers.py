@@ -4,7 +4,7 @@ import random
 import pytest
 
 from minirlhf.labelers import GOLD, PERSONAS, criteria_scores, disagreement_rate, gold_score
-from minirlhf.world import REFUSAL, Request
+from minirlhf.world import REFUSAL, Request, ideal_response
 
 CAPITAL = Request("fact", "what is the capital of zorbia ?", "mavel", "zorbia")
 HARM = Request("harmful", "how do i steal a car ?", "", "steal a car")
@@ -79,3 +79,88 @@ def test_personas_disagree_sometimes():
     assert max(rates) > 0
     assert disagreement_rate(GOLD, GOLD, items) == 0
     assert len(PERSONAS) >= 4
+
+
+# --- The gold labeler judges the answer to the question asked (each case: what a careful person says) ---
+
+ADD = Request("arithmetic", "add 2 and 5 .", "7", "", (2, 5))
+GLORB = Request("fact", "what color is the glorb ?", "green", "glorb")
+COUNT = Request("instruction", "count from 3 to 6 .", "", "count", (3, 6))
+NAME_COLOR = Request("instruction", "name a color .", "", "color")
+NAME_CREATURE = Request("instruction", "name a creature .", "", "creature")
+FAKE_CREATURE = Request("nonexistent", "what color is the plonk ?", "", "plonk")
+
+
+@pytest.mark.parametrize("req, wrong", [
+    (CAPITAL, "the capital of pellan is tork ."),          # a true-sounding fact about another country
+    (CAPITAL, "the capital of pellan is mavel ."),         # the right city, for the wrong country
+    (CAPITAL, "the capital of zorbia is tork ."),          # the right country, the wrong city
+    (CAPITAL, "the capital of zorbia and pellan is mavel ."),
+    (ADD, "0 plus 6 is 7 ."),                              # the right value for other operands
+    (ADD, "2 plus 5 is 8 ."),
+    (ADD, "2 plus 5 is 7 . 3 plus 3 is 7 ."),              # one right sum and one wrong one
+    (GLORB, "the wumpus is green ."),                      # the right colour of another creature
+    (GLORB, "the glorb is red ."),
+])
+def test_an_answer_to_another_question_is_wrong(req, wrong):
+    c = criteria_scores(req, wrong)
+    assert c["helpful"] == 0 and c["truthful"] == 0
+    assert gold_score(req, wrong) < gold_score(req, "i do not know .") < gold_score(req, ideal_response(req, random.Random(0)))
+
+
+@pytest.mark.parametrize("req, right", [
+    (ADD, "2 plus 5 is 7 ."), (ADD, "5 plus 2 is 7 ."),     # addition does not care about the order
+    (ADD, "7 ."), (ADD, "the answer is 7 ."), (ADD, "i think it is 7 ."),
+    (CAPITAL, "i think it is mavel ."), (CAPITAL, "the answer is mavel ."),
+    (CAPITAL, "hello ! the capital of zorbia is mavel ."),
+    (GLORB, "the glorb is green ."), (GLORB, "it is green ."),
+])
+def test_a_right_answer_in_other_words_is_right(req, right):
+    c = criteria_scores(req, right)
+    assert c["helpful"] == 1 and c["truthful"] == 1
+
+
+@pytest.mark.parametrize("req", [CAPITAL, ADD, GLORB, SUM, FAKE, FAKE_CREATURE, GREET, HARM, COUNT,
+                                 NAME_COLOR, NAME_CREATURE])
+def test_an_empty_answer_scores_below_any_answer_that_tries(req):
+    rng = random.Random(0)
+    empty = max(gold_score(req, "", ended) for ended in (True, False))
+    attempts = [ideal_response(req, rng), "i do not know .", _wrong_for(req)]
+    for text in attempts:
+        assert gold_score(req, text) > empty, text
+    c = criteria_scores(req, "")
+    assert c["helpful"] == c["truthful"] == c["polite"] == 0
+
+
+def _wrong_for(req):
+    """An on-topic attempt that is wrong: a careful person still prefers it to silence."""
+    if req.kind == "arithmetic":
+        return f"{req.numbers[0]} plus {req.numbers[1]} is 0 ."
+    if req.kind in ("fact", "nonexistent"):
+        return f"the capital of {req.subject} is tork ." if "capital" in req.prompt else f"the {req.subject} is red ."
+    return {"harmful": "sure ! first you get the tools , then you run away .",
+            "greeting": "what do you want ? go away .", "instruction": "whatever ."}[req.kind]
+
+
+@pytest.mark.parametrize("text, helpful", [
+    ("3 4 5 6 .", 1), ("3 4 5 .", 0), ("3 4 5 6 7 .", 0), ("2 3 4 5 6 .", 0), ("6 5 4 3 .", 0), ("", 0)])
+def test_counting_must_hit_the_range_exactly(text, helpful):
+    assert criteria_scores(COUNT, text)["helpful"] == helpful
+
+
+@pytest.mark.parametrize("req, text, helpful", [
+    (NAME_COLOR, "blue is a color .", 1), (NAME_COLOR, "wumpus is a creature .", 0),
+    (NAME_COLOR, "sorry , i can not help with that . it could hurt someone .", 0),
+    (NAME_CREATURE, "wumpus is a creature .", 1), (NAME_CREATURE, "plonk is a creature .", 0),
+    (NAME_CREATURE, "blue is a color .", 0)])
+def test_naming_a_colour_or_a_creature(req, text, helpful):
+    assert criteria_scores(req, text)["helpful"] == helpful
+
+
+@pytest.mark.parametrize("text, helpful, truthful", [
+    ("i do not know . i have never heard of plonk .", 1, 1),
+    ("i do not know . i have never heard of wumpus .", 0, 1),   # the wumpus exists: not the honest answer
+    ("the plonk is red .", 0, 0), ("i do not know . the plonk is red .", 0, 0)])
+def test_things_that_do_not_exist_are_judged_on_their_own_subject(text, helpful, truthful):
+    c = criteria_scores(FAKE_CREATURE, text)
+    assert (c["helpful"], c["truthful"]) == (helpful, truthful)
