@@ -111,6 +111,7 @@ class RewardConfig:
     center_coef: float = 0.0      # optional penalty c·E[r²] that keeps scores centred on 0
     grad_clip: float = 1.0
     norm_samples_per_prompt: int = 2   # policy answers per RL prompt that set the normalisation
+    heldout_rankings_per_prompt: int = 4   # rankings of each held-out prompt the accuracies are measured on
 
 
 def encode_dialogues(tokenizer, prompts: list[str], responses: list[str], ended: list[bool]):
@@ -126,13 +127,14 @@ def encode_dialogues(tokenizer, prompts: list[str], responses: list[str], ended:
     return torch.cat([enc["input_ids"], r_ids], 1), torch.cat([enc["attention_mask"], r_mask], 1)
 
 
-def _score_groups(rm, tokenizer, rows) -> torch.Tensor:
-    """Raw scores of every response of every row: (rows, K)."""
+def _score_flat(rm, tokenizer, rows) -> tuple[torch.Tensor, list[int]]:
+    """Raw scores of every response of every row, flattened: (N,), and where each row starts in it."""
     prompts = [row["prompt"] for row in rows for _ in row["responses"]]
     responses = [r for row in rows for r in row["responses"]]
     ended = [e for row in rows for e in row["ended"]]
     ids, attn = encode_dialogues(tokenizer, prompts, responses, ended)
-    return rm.raw_score(ids.to(rm.device), attn.to(rm.device)).view(len(rows), -1)
+    starts = list(itertools.accumulate([len(row["responses"]) for row in rows[:-1]], initial=0))
+    return rm.raw_score(ids.to(rm.device), attn.to(rm.device)), starts
 
 
 def train_reward_model(rm: RewardModel, tokenizer, comparisons, cfg: RewardConfig, seed: int = 0) -> list[float]:
@@ -148,10 +150,9 @@ def train_reward_model(rm: RewardModel, tokenizer, comparisons, cfg: RewardConfi
             order = torch.randperm(len(rows), generator=gen).tolist()
         start = (step % steps_per_epoch) * cfg.prompts_per_batch
         batch = [rows[i] for i in order[start:start + cfg.prompts_per_batch]]
-        scores = _score_groups(rm, tokenizer, batch)  # (prompts, K)
-        pairs = [(b, w, l) for b, row in enumerate(batch) for w, l in ranking_to_pairs(row["ranking"])]
-        b, w, l = (torch.tensor(x, device=rm.device) for x in zip(*pairs))
-        loss = bradley_terry_loss(scores[b, w], scores[b, l]) + cfg.center_coef * (scores ** 2).mean()
+        scores, starts = _score_flat(rm, tokenizer, batch)  # (N,) every response of the batch's prompts
+        w, l = zip(*[(s + w, s + l) for s, row in zip(starts, batch) for w, l in ranking_to_pairs(row["ranking"])])
+        loss = bradley_terry_loss(scores[list(w)], scores[list(l)]) + cfg.center_coef * (scores ** 2).mean()
         check_finite(loss, "reward model loss", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,25 +163,43 @@ def train_reward_model(rm: RewardModel, tokenizer, comparisons, cfg: RewardConfi
     return losses
 
 
+def _agreement(a: float, b: float) -> float:
+    """1 if a > b, ½ on a tie (the order cannot be told: a coin flip), 0 otherwise."""
+    return 1.0 if a > b else 0.5 if a == b else 0.0
+
+
 @torch.no_grad()
-def pairwise_accuracy(rm: RewardModel, tokenizer, comparisons) -> dict[str, float]:
-    """How often the reward model orders a pair as the labelers did, and as the gold score does
-    (pairs that gold scores as a tie are left out of the gold accuracy)."""
+def pairwise_accuracy(rm: RewardModel, tokenizer, comparisons) -> dict:
+    """How often the reward model orders the pairs of some rankings right, against two references.
+
+      accuracy_gold       its target: agreement with the gold order, on the pairs gold does not
+                          score as a tie (a tie states no preference); also by request kind
+      accuracy_labelers   agreement with the noisy labels; to be read against
+      labelers_ceiling    gold's own agreement with the same labels: what even a perfect reward
+                          model would reach, since labelers flip close pairs
+    A reward-model tie (equal scores) counts ½, and so does a gold tie in the ceiling.
+    """
     rows = comparisons.to_list()
-    agree_lab = n_lab = agree_gold = n_gold = 0
+    lab, ceiling, gold, gold_by_kind = [], [], [], {}
     for start in range(0, len(rows), 64):
         chunk = rows[start:start + 64]
-        scores = _score_groups(rm, tokenizer, chunk)
-        for row, s in zip(chunk, scores.tolist()):
+        scores, starts = _score_flat(rm, tokenizer, chunk)
+        scores = scores.tolist()
+        for row, s0 in zip(chunk, starts):
+            s = scores[s0:s0 + len(row["responses"])]
             for w, l in ranking_to_pairs(row["ranking"]):
-                n_lab += 1
-                agree_lab += s[w] > s[l]
                 gw, gl = row["gold"][w], row["gold"][l]
+                lab.append(_agreement(s[w], s[l]))
+                ceiling.append(_agreement(gw, gl))
                 if abs(gw - gl) > 1e-9:
-                    n_gold += 1
-                    agree_gold += (s[w] > s[l]) == (gw > gl)
-    return {"accuracy_labelers": agree_lab / max(n_lab, 1), "accuracy_gold": agree_gold / max(n_gold, 1),
-            "n_pairs": n_lab, "n_gold_pairs": n_gold}
+                    hit = _agreement(s[w], s[l]) if gw > gl else _agreement(s[l], s[w])
+                    gold.append(hit)
+                    gold_by_kind.setdefault(row["kind"], []).append(hit)
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"accuracy_gold": mean(gold), "accuracy_labelers": mean(lab), "labelers_ceiling": mean(ceiling),
+            "n_pairs": len(lab), "n_gold_pairs": len(gold),
+            "accuracy_gold_by_kind": {k: mean(v) for k, v in sorted(gold_by_kind.items())},
+            "n_gold_pairs_by_kind": {k: len(v) for k, v in sorted(gold_by_kind.items())}}
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,7 +228,8 @@ def reward_stage(sft_model: GPT, tokenizer, train_requests, heldout_requests, no
     policy = sft_model if policy is None else policy
     persona = PERSONAS[labeler]
     new = collect_comparisons(policy, tokenizer, train_requests, cfg.n_rankings, cfg.k, persona, max_new_tokens, seed)
-    heldout = collect_comparisons(policy, tokenizer, heldout_requests, len(heldout_requests), cfg.k, persona,
+    heldout = collect_comparisons(policy, tokenizer, heldout_requests,
+                                  cfg.heldout_rankings_per_prompt * len(heldout_requests), cfg.k, persona,
                                   max_new_tokens, seed + HELDOUT_SEED_OFFSET)
     comparisons = concatenate_datasets([*previous_comparisons, new]) if previous_comparisons else new
     set_seed(seed)
@@ -222,6 +242,8 @@ def reward_stage(sft_model: GPT, tokenizer, train_requests, heldout_requests, no
     with torch.no_grad():
         rm.set_normalization(rm.raw_score(ids.to(rm.device), attn.to(rm.device)))
     log = {"losses": losses, "n_comparisons": len(comparisons),
+           "rankings": {"asked": cfg.n_rankings, "kept": len(new),
+                        "short_of_k": sum(len(r) < cfg.k for r in new["responses"])},
            "train": pairwise_accuracy(rm, tokenizer, comparisons), "heldout": pairwise_accuracy(rm, tokenizer, heldout)}
     if previous_reward_model is not None:
         log["heldout_previous_reward_model"] = pairwise_accuracy(previous_reward_model, tokenizer, heldout)

@@ -58,9 +58,9 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
         "setting": settings.name, "seed": settings.seed, "device": str(pipe.device),
         "n_params": pipe.log("base")["n_params"], "algorithms": algos,
         "stages": stages,
-        "reward_model": {"heldout_accuracy_gold": rm_log["heldout"]["accuracy_gold"],
-                         "heldout_accuracy_labelers": rm_log["heldout"]["accuracy_labelers"],
-                         "train_accuracy_labelers": rm_log["train"]["accuracy_labelers"]},
+        "reward_model": {**{f"heldout_{k}": v for k, v in rm_log["heldout"].items()},
+                         "train_accuracy_labelers": rm_log["train"]["accuracy_labelers"],
+                         "rankings": rm_log["rankings"]},
         "alignment_tax": {f"ppl_{name}": perplexity(m, heldout, tok.pad_token_id) for name, m in models.items()},
         # each stage's own training time, whenever it was trained; "built_this_run" says which were
         "timing_s": {**{name: pipe.log(name)["seconds"] for name in used}, "evaluation": time.time() - eval_start,

@@ -40,7 +40,11 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
               for a in metrics["algorithms"]]
     lines += [f"- SFT wins against the base model on {st['sft']['win_rate_vs_base']:.1%}.",
               f"- Reward model, held-out pairs: {rm['heldout_accuracy_gold']:.1%} agree with the gold order, "
-              f"{rm['heldout_accuracy_labelers']:.1%} with the (noisy) labelers.", "",
+              f"{rm['heldout_accuracy_labelers']:.1%} with the (noisy) labelers, whom the gold score itself "
+              f"matches on {rm['heldout_labelers_ceiling']:.1%} (the ceiling).",
+              "- By kind, agreement with gold: " + ", ".join(
+                  f"{k} {v:.1%} (n={rm['heldout_n_gold_pairs_by_kind'][k]})"
+                  for k, v in rm["heldout_accuracy_gold_by_kind"].items()) + ".", "",
               "![losses](losses.png)", "", *(["![ppo](ppo.png)", ""] if histories else []), "![stages](stages.png)", ""]
     built = metrics["built_this_run"]
     stages = [k for k in t if k not in ("evaluation", "this_run")]
