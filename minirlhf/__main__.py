@@ -2,6 +2,7 @@
 
     python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms A ...]
                                                                train and evaluate every stage, write a report
+    python -m minirlhf lessons [--setting S] [--seeds 0 1 2]   measure every lesson the course teaches
     python -m minirlhf grade SUBMISSIONS [--timeout S]         grade a folder of exercise notebooks
     python -m minirlhf make-exercises                          regenerate exercises/ from solutions/
 """
@@ -17,6 +18,10 @@ def main(argv=None) -> int:
         from .course.grading import main as grade_main
 
         return grade_main(argv[1:])
+    if argv and argv[0] == "lessons":
+        from .course.lessons import main as lessons_main
+
+        return lessons_main(argv[1:])
     if argv and argv[0] == "make-exercises":
         from .course.exercises import main as exercises_main
 
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--algorithms", nargs="+", choices=algorithms(), metavar="ALGORITHM",
                        help=f"registered algorithms to train and evaluate (default: all: {' '.join(algorithms())})")
     sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (see --help of the subcommand)")
+    sub.add_parser("lessons", help="the lessons ledger: every lesson as a measured claim (see --help of the subcommand)")
     sub.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     return parser
 

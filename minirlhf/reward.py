@@ -169,6 +169,30 @@ def _agreement(a: float, b: float) -> float:
 
 
 @torch.no_grad()
+def pair_agreements(rm: RewardModel, tokenizer, comparisons) -> list[dict]:
+    """Every pair of every ranking, with how the reward model's order agrees with two references:
+
+      labels    agreement with the labeler's (noisy) order: 1, ½ on a reward-model tie, 0
+      ceiling   the gold score's own agreement with that order (½ on a gold tie)
+      gold      agreement with the gold order; None where gold scores a tie (no preference stated)
+    Each row also has the ranking's prompt and kind.
+    """
+    rows = comparisons.to_list()
+    out = []
+    for start in range(0, len(rows), 64):
+        chunk = rows[start:start + 64]
+        scores, starts = _score_flat(rm, tokenizer, chunk)
+        scores = scores.tolist()
+        for row, s0 in zip(chunk, starts):
+            s = scores[s0:s0 + len(row["responses"])]
+            for w, l in ranking_to_pairs(row["ranking"]):
+                gw, gl = row["gold"][w], row["gold"][l]
+                gold = None if abs(gw - gl) <= 1e-9 else _agreement(s[w], s[l]) if gw > gl else _agreement(s[l], s[w])
+                out.append({"prompt": row["prompt"], "kind": row["kind"], "labels": _agreement(s[w], s[l]),
+                            "ceiling": _agreement(gw, gl), "gold": gold})
+    return out
+
+
 def pairwise_accuracy(rm: RewardModel, tokenizer, comparisons) -> dict:
     """How often the reward model orders the pairs of some rankings right, against two references.
 
@@ -179,27 +203,16 @@ def pairwise_accuracy(rm: RewardModel, tokenizer, comparisons) -> dict:
                           model would reach, since labelers flip close pairs
     A reward-model tie (equal scores) counts ½, and so does a gold tie in the ceiling.
     """
-    rows = comparisons.to_list()
-    lab, ceiling, gold, gold_by_kind = [], [], [], {}
-    for start in range(0, len(rows), 64):
-        chunk = rows[start:start + 64]
-        scores, starts = _score_flat(rm, tokenizer, chunk)
-        scores = scores.tolist()
-        for row, s0 in zip(chunk, starts):
-            s = scores[s0:s0 + len(row["responses"])]
-            for w, l in ranking_to_pairs(row["ranking"]):
-                gw, gl = row["gold"][w], row["gold"][l]
-                lab.append(_agreement(s[w], s[l]))
-                ceiling.append(_agreement(gw, gl))
-                if abs(gw - gl) > 1e-9:
-                    hit = _agreement(s[w], s[l]) if gw > gl else _agreement(s[l], s[w])
-                    gold.append(hit)
-                    gold_by_kind.setdefault(row["kind"], []).append(hit)
+    pairs = pair_agreements(rm, tokenizer, comparisons)
+    decisive = [p for p in pairs if p["gold"] is not None]
+    kinds = sorted({p["kind"] for p in decisive})
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
-    return {"accuracy_gold": mean(gold), "accuracy_labelers": mean(lab), "labelers_ceiling": mean(ceiling),
-            "n_pairs": len(lab), "n_gold_pairs": len(gold),
-            "accuracy_gold_by_kind": {k: mean(v) for k, v in sorted(gold_by_kind.items())},
-            "n_gold_pairs_by_kind": {k: len(v) for k, v in sorted(gold_by_kind.items())}}
+    return {"accuracy_gold": mean([p["gold"] for p in decisive]),
+            "accuracy_labelers": mean([p["labels"] for p in pairs]),
+            "labelers_ceiling": mean([p["ceiling"] for p in pairs]),
+            "n_pairs": len(pairs), "n_gold_pairs": len(decisive),
+            "accuracy_gold_by_kind": {k: mean([p["gold"] for p in decisive if p["kind"] == k]) for k in kinds},
+            "n_gold_pairs_by_kind": {k: sum(p["kind"] == k for p in decisive) for k in kinds}}
 
 
 # ---------------------------------------------------------------------------------------

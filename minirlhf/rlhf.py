@@ -25,8 +25,9 @@ from .labelers import gold_score
 from .logprobs import entropy_from_logits, gather_logprobs, response_logits
 from .masks import masked_mean, pad_right
 from .pretrain import document_examples
-from .reward import RewardModel
+from .reward import RewardModel, encode_dialogues
 from .rollout import Rollout, rollout
+from .sampling import sample_responses
 from .training import check_finite, lm_loss, make_optimizer, set_seed
 
 
@@ -127,12 +128,13 @@ def ppo_targets(ro: Rollout, value_model, cfg: PPOConfig, kl_coef: float,
 
 def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests, cfg: PPOConfig,
               seed: int = 0, functions: dict | None = None, ptx_examples=None,
-              desc: str = "ppo") -> list[dict]:
+              desc: str = "ppo", after_step=None) -> list[dict]:
     """Optimise `policy` (in place) against `reward_model` with PPO; returns one log dict per step.
 
     `requests` are `world.Request`s (their prompts are the RL prompts; the gold labeler uses the
     rest only to log the gold score). `functions` overrides entries of DEFAULT_FUNCTIONS.
-    `ptx_examples` (pretraining examples) are needed when cfg.ptx_coef > 0.
+    `ptx_examples` (pretraining examples) are needed when cfg.ptx_coef > 0. `after_step(n, policy)`,
+    if given, is called after each step with the number of steps done (to measure checkpoints).
     """
     functions = _functions(functions)
     if cfg.ptx_coef > 0 and not ptx_examples:
@@ -205,23 +207,59 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
             "explained_variance": ppo.explained_variance(tg.values, tg.returns, ro.mask),
             **{k: sum(v) / len(v) for k, v in stats.items()}})
         kl_ctl.update(seq_kl, cfg.batch_size)
+        if after_step is not None:
+            after_step(step + 1, policy)
     policy.requires_grad_(True)
     return history
 
 
+@torch.no_grad()
+def heldout_answers(policy, reward_model, tokenizer, requests, n_samples: int, max_new_tokens: int,
+                    no_end_score: float | None, seed: int) -> dict:
+    """The policy's answers to held-out prompts, n_samples each: their gold and reward-model scores."""
+    rows = sample_responses(policy, tokenizer, requests, n_samples, max_new_tokens, seed=seed)
+    ids, attn = encode_dialogues(tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                                 [r["ended"] for r in rows])
+    reward = reward_model(ids.to(reward_model.device), attn.to(reward_model.device)).tolist()
+    if no_end_score is not None:   # scored as PPO scores them
+        reward = [x if r["ended"] else no_end_score for x, r in zip(reward, rows)]
+    return {"gold": [r["gold"] for r in rows], "reward": reward}
+
+
+HELDOUT_SEED_OFFSET = 10   # checkpoints sample held-out answers with the seed + 10, as the evaluation does
+
+
 def ppo_stage(policy, reference, reward_model: RewardModel, tokenizer, requests, cfg: PPOConfig, seed: int = 0,
-              ptx_texts=(), desc: str = "ppo") -> dict:
+              ptx_texts=(), desc: str = "ppo", heldout_requests=(), heldout_checkpoints: int = 0,
+              heldout_samples: int = 8) -> dict:
     """The RLHF stage: PPO from `policy` (the SFT model; in iterated RLHF, the previous round's policy)
     against `reward_model`, with the KL penalty measured against `reference` (the SFT model).
 
     The value model starts from the reward model. `ptx_texts` (pretraining documents; the first
-    cfg.ptx_docs are used) are needed for PPO-ptx (cfg.ptx_coef > 0).
-    Returns {"model": the policy, "value_model": the trained value model, "log": {"history", "ppo"}}.
+    cfg.ptx_docs are used) are needed for PPO-ptx (cfg.ptx_coef > 0). With `heldout_checkpoints` = C > 0,
+    the policy answers every held-out request `heldout_samples` times at C + 1 evenly spaced steps (the
+    first and the last included), always with the same random stream: the log's "heldout_history" holds
+    the gold and reward-model scores of those answers (rows in the order of `heldout_requests`, each
+    request's samples together), the curve that shows over-optimisation on prompts PPO never saw.
+    Returns {"model": the policy, "value_model": the trained value model, "log": {"history", "ppo", ...}}.
     """
     ptx = None
     if cfg.ptx_coef > 0:
         ptx = document_examples(tokenizer, list(ptx_texts[:cfg.ptx_docs]), policy.config.block_size)
     value_model = value_model_from_reward_model(reward_model)
+    checkpoints = sorted({round(i * cfg.steps / heldout_checkpoints) for i in range(heldout_checkpoints + 1)}
+                         if heldout_checkpoints else [])
+    heldout_history = []
+
+    def measure(step, model):
+        if step in checkpoints:
+            heldout_history.append({"step": step, **heldout_answers(
+                model, reward_model, tokenizer, heldout_requests, heldout_samples, cfg.max_new_tokens,
+                cfg.no_end_score, seed + HELDOUT_SEED_OFFSET)})
+    measure(0, policy)
     history = train_ppo(policy, reference, reward_model, value_model, tokenizer, requests, cfg, seed,
-                        ptx_examples=ptx, desc=desc)
-    return {"model": policy, "value_model": value_model, "log": {"history": history, "ppo": asdict(cfg)}}
+                        ptx_examples=ptx, desc=desc, after_step=measure)
+    log = {"history": history, "ppo": asdict(cfg)}
+    if heldout_history:
+        log["heldout_history"] = heldout_history
+    return {"model": policy, "value_model": value_model, "log": log}

@@ -17,7 +17,8 @@ from .world import Request
 def sample_responses(model, tokenizer, requests: list[Request], n_samples: int = 1,
                      max_new_tokens: int = 24, temperature: float = 1.0, seed: int = 0,
                      batch_size: int = 128) -> list[dict]:
-    """Sample `n_samples` responses per request; each row carries its gold score and criteria."""
+    """Sample `n_samples` responses per request (each request's together); each row carries its gold
+    score and criteria, its length and its log-probability."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
     rows = []
     reqs = [r for r in requests for _ in range(n_samples)]
@@ -33,5 +34,7 @@ def sample_responses(model, tokenizer, requests: list[Request], n_samples: int =
             ended = bool(out.ended[i])
             rows.append({"kind": req.kind, "prompt": req.prompt, "response": text, "ended": ended,
                          "gold": gold_score(req, text, ended), "criteria": criteria_scores(req, text, ended),
-                         "length": int(out.response_mask[i].sum())})
+                         "length": int(out.response_mask[i].sum()),
+                         # log π(y|x) of the whole answer (its end token included) at this temperature
+                         "logprob": float((out.logprobs[i] * out.response_mask[i]).sum())})
     return rows

@@ -23,7 +23,7 @@ from .world import WorldConfig
 
 @dataclass(frozen=True)
 class EvalConfig:
-    samples_per_prompt: int = 4
+    samples_per_prompt: int = 8     # answers per held-out prompt: enough to tell a 5-point step from noise
     max_new_tokens: int = 24
     n_heldout_docs: int = 500       # internet documents for the alignment-tax perplexity
     seed_offset: int = 10           # evaluation samples with the seed + 10: a stream no training uses
@@ -54,7 +54,7 @@ PRESETS = {
         sft=SFTConfig(epochs=3.0, batch_size=32, lr=1e-3),
         reward=RewardConfig(n_rankings=300, epochs=2),
         ppo=PPOConfig(steps=15, batch_size=32, minibatch_size=16, lr=1e-4, value_lr=3e-4),
-        eval=EvalConfig(samples_per_prompt=1, n_heldout_docs=200)),
+        eval=EvalConfig(n_heldout_docs=200)),
     "default": Settings(name="default"),
     "gpu": Settings(
         name="gpu",
@@ -63,7 +63,7 @@ PRESETS = {
         pretrain=PretrainConfig(steps=4000, batch_size=128, lr=1e-3),
         reward=RewardConfig(n_rankings=3000, epochs=2, lr=1e-4),
         ppo=PPOConfig(steps=150, batch_size=128, minibatch_size=32, lr=1e-5, value_lr=5e-5),
-        eval=EvalConfig(samples_per_prompt=4, n_heldout_docs=2000)),
+        eval=EvalConfig(n_heldout_docs=2000)),
 }
 
 

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from ..evaluate import kl_to_reference, perplexity, stage_metrics, win_rate
+from ..evaluate import head_to_head, kl_to_reference, perplexity, stage_metrics
 from ..sampling import sample_responses
 from ..settings import Settings, get_settings
 from .registry import STAGES, algorithms
@@ -42,9 +42,11 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     rows = {name: sample_responses(m, tok, reqs, ev.samples_per_prompt, ev.max_new_tokens,
                                    seed=settings.seed + ev.seed_offset) for name, m in models.items()}
     stages = {name: stage_metrics(r) for name, r in rows.items()}
-    stages["sft"]["win_rate_vs_base"] = win_rate(rows["sft"], rows["base"])
+    stages["sft"]["vs_base"] = head_to_head(rows["sft"], rows["base"])
+    stages["sft"]["win_rate_vs_base"] = stages["sft"]["vs_base"]["win_rate"]
     for a in algos:
-        stages[a]["win_rate_vs_sft"] = win_rate(rows[a], rows["sft"])
+        stages[a]["vs_sft"] = head_to_head(rows[a], rows["sft"])
+        stages[a]["win_rate_vs_sft"] = stages[a]["vs_sft"]["win_rate"]
         # the KL is sampled with the setting's seed (not the evaluation stream): as in every earlier release
         stages[a]["kl_to_sft"] = kl_to_reference(models[a], models["sft"], tok, reqs, ev.max_new_tokens, settings.seed)
         hist = pipe.log(a).get("history")

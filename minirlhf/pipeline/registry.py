@@ -171,10 +171,13 @@ register("rlhf_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0), a
 PTX_COEF = 1.0           # notebook 07: PPO-ptx, the pretraining loss mixed in
 register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF), title="RLHF + ptx")
 # notebook 06: runs long enough to over-optimise (the fast setting's own PPO run is shorter)
-LONG_STEPS = 60
+# and the lessons ledger: the policy answers the held-out prompts at LONG_CHECKPOINTS + 1 steps
+LONG_STEPS, LONG_CHECKPOINTS = 60, 6
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS))
-register("rlhf_long", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", **_long), title="β fixed")
-register("rlhf_long_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0, **_long),
+_checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
+                    heldout_samples=Setting("eval.samples_per_prompt"))
+register("rlhf_long", ppo_stage, **PPO_ARGS, **_checkpoints, cfg=Setting("ppo", **_long), title="β fixed")
+register("rlhf_long_no_kl", ppo_stage, **PPO_ARGS, **_checkpoints, cfg=Setting("ppo", kl_coef=0.0, **_long),
          title="β = 0 (no penalty)")
 register("rlhf_long_adaptive", ppo_stage, **PPO_ARGS, title="adaptive β",
          cfg=Setting("ppo", adaptive_kl=True, kl_horizon=lambda c: 10 * c.batch_size, **_long))

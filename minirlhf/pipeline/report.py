@@ -35,9 +35,11 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
     lines.append("| perplexity (held-out internet text) | "
                  + " | ".join(f"{tax[f'ppl_{n}']:.2f}" for n in names) + " |")
     lines.append("")
-    lines += [f"- {titles[a]} (`{a}`) wins against SFT on {st[a]['win_rate_vs_sft']:.1%} of held-out prompts "
-              f"(gold labeler, ties half); KL to SFT = {st[a]['kl_to_sft']:.2f} nats per response."
-              for a in metrics["algorithms"]]
+    lines += [f"- {titles[a]} (`{a}`) against SFT, answer by answer on held-out prompts (gold labeler): "
+              f"{v['wins']} wins, {v['ties']} ties, {v['losses']} losses; win-rate {v['win_rate']:.1%} (ties half; "
+              f"ceiling {v['ceiling']:.1%}), {v['untied_win_rate']:.1%} of untied pairs; "
+              f"KL to SFT = {st[a]['kl_to_sft']:.2f} nats per response."
+              for a in metrics["algorithms"] for v in [st[a]["vs_sft"]]]
     lines += [f"- SFT wins against the base model on {st['sft']['win_rate_vs_base']:.1%}.",
               f"- Reward model, held-out pairs: {rm['heldout_accuracy_gold']:.1%} agree with the gold order, "
               f"{rm['heldout_accuracy_labelers']:.1%} with the (noisy) labelers, whom the gold score itself "

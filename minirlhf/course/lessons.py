@@ -1,0 +1,420 @@
+"""The lessons ledger: every lesson the course teaches, as a claim measured on the registry's runs.
+
+    python -m minirlhf lessons [--setting fast|default|gpu] [--seeds 0 1 2] [--out DIR]
+
+A claim is a number computed from named runs (pipeline/registry.py) and a margin fixed here, in
+the source, before measuring. Its standard error (SE) comes from a paired bootstrap: the held-out
+prompts (or, for perplexities, the held-out documents) are resampled with replacement, within
+each request kind, and every model is re-measured on the same draw. A claim holds when
+
+    value − margin ≥ 2·SE          (a lesson: "this is larger than that, by at least the margin")
+    value − margin ≥ −2·SE         (a bound: "this measurement stays within a theoretical limit")
+
+Claims without a margin (`margin=None`) are printed for information: the course states no direction.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..evaluate import document_nlls, response_kls
+from ..labelers import PERSONAS
+from ..reward import encode_dialogues, pair_agreements
+from ..sampling import sample_responses
+
+BOOTSTRAP_DRAWS = 400
+BEST_OF = (1, 2, 4, 8)          # best-of-n from BEST_OF_POOL SFT answers per held-out prompt
+BEST_OF_POOL = 32
+BEST_OF_SEED_OFFSET = 22
+RUNS = ("base", "sft", "reward", "rlhf", "rlhf_ptx", "rlhf_long", "rlhf_long_no_kl", "reward_round2",
+        "reward_helpful_first", "reward_safety_first")
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements: everything per held-out prompt (or document), so that it can be resampled
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Measurements:
+    setting: str
+    seed: int
+    kinds: np.ndarray                  # (P,) request kind of each held-out prompt
+    gold: dict                         # model -> (P, S) gold score of S answers per prompt
+    checkpoints: dict                  # long run -> {"steps": [C], "gold": (C, P, S), "reward": (C, P, S)}
+    kl: dict                           # long run -> (P, S) KL to SFT of each answer (nats)
+    rm: dict                           # reward model -> {"gold": (P, 2) agreements with gold, decisive pairs;
+                                       #                  "by_kind": {kind: same}}
+    nll: dict                          # model -> (D, 2) summed loss and tokens of each held-out document
+    best_of: dict                      # {"gold": (len(BEST_OF), P), "kl": (len(BEST_OF), P)}
+    personas: dict                     # {"pairs": (P,), "disputed": (P,), "side": {rm: (P,)}}
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.kinds)
+
+
+def _per_prompt(prompts: list[str], items: list[dict], key: str, value) -> np.ndarray:
+    """(P, 2): the sum of value(item) and the count of items per prompt, for items where value is not None."""
+    where = {p: i for i, p in enumerate(prompts)}
+    out = np.zeros((len(prompts), 2))
+    for it in items:
+        v = value(it)
+        if v is not None:
+            out[where[it[key]]] += (v, 1)
+    return out
+
+
+def measure(pipe) -> Measurements:
+    """Train (or load) every run the ledger reads, and measure it on the held-out prompts."""
+    st, tok = pipe.settings, pipe.tokenizer
+    ev, reqs = st.eval, pipe.requests("eval")
+    prompts, S, seed = [r.prompt for r in reqs], ev.samples_per_prompt, st.seed + ev.seed_offset
+    P = len(reqs)
+    for name in RUNS:   # train what is missing first (outside the no-grad measuring below)
+        pipe.stage_dir(name)
+
+    def answers(model, n=S, s=seed):
+        return sample_responses(model, tok, reqs, n, ev.max_new_tokens, seed=s)
+
+    sft = pipe.model("sft")
+    gold = {name: np.array([r["gold"] for r in answers(pipe.model(name))]).reshape(P, S)
+            for name in ("base", "sft", "rlhf", "rlhf_ptx")}
+    checkpoints, kl = {}, {}
+    for name in ("rlhf_long", "rlhf_long_no_kl"):
+        hist = pipe.log(name)["heldout_history"]
+        checkpoints[name] = {"steps": [h["step"] for h in hist],
+                             "gold": np.array([h["gold"] for h in hist]).reshape(len(hist), P, -1),
+                             "reward": np.array([h["reward"] for h in hist]).reshape(len(hist), P, -1)}
+        kl[name] = response_kls(pipe.model(name), sft, tok, reqs, S, ev.max_new_tokens, seed).numpy().reshape(P, S)
+
+    def rm_agreement(rm_name, comparisons_of):
+        pairs = pair_agreements(pipe.model(rm_name), tok, pipe.artifact(comparisons_of, "comparisons_heldout"))
+        by_kind = {k: _per_prompt(prompts, [p for p in pairs if p["kind"] == k], "prompt", lambda p: p["gold"])
+                   for k in sorted({p["kind"] for p in pairs})}
+        return {"gold": _per_prompt(prompts, pairs, "prompt", lambda p: p["gold"]), "by_kind": by_kind}
+    rm = {"reward": rm_agreement("reward", "reward"),
+          # round 2 is judged on the round-1 policy's answers: the old reward model and the new one
+          "round1_on_policy": rm_agreement("reward", "reward_round2"),
+          "round2_on_policy": rm_agreement("reward_round2", "reward_round2")}
+
+    docs = pipe.heldout_internet_examples()
+    nll = {name: np.array(document_nlls(pipe.model(name), docs, tok.pad_token_id))
+           for name in ("base", "sft", "rlhf", "rlhf_ptx")}
+    return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), gold, checkpoints, kl, rm, nll,
+                        _best_of_n(pipe, answers(sft, BEST_OF_POOL, st.seed + BEST_OF_SEED_OFFSET), P),
+                        _personas(pipe, prompts))
+
+
+@torch.no_grad()
+def _best_of_n(pipe, rows: list[dict], P: int) -> dict:
+    """Gold and KL(best-of-n ‖ SFT) per prompt, from a pool of M SFT answers per prompt.
+
+    The pool is an empirical distribution π̂: each distinct answer y with its share π̂(y). Best-of-n
+    draws n answers and keeps the reward model's favourite, so with F(y) = P(r(Y) ≤ r(y)) and
+    F⁻(y) = P(r(Y) < r(y)) it picks y with probability π_n(y) = F(y)^n − F⁻(y)^n. Then
+        gold(best-of-n) = Σ_y π_n(y)·gold(y),    KL(π_n ‖ π̂) = Σ_y π_n(y)·log(π_n(y) / π̂(y)),
+    both exact for π̂. The KL is compared with log n − (n−1)/n, the value often quoted for it, which
+    is in fact an upper bound (reached when no two answers tie).
+    """
+    no_end = pipe.settings.ppo.no_end_score
+    ids, attn = encode_dialogues(pipe.tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                                 [r["ended"] for r in rows])
+    rm = pipe.model("reward")
+    reward = rm(ids.to(rm.device), attn.to(rm.device)).cpu().numpy()
+    if no_end is not None:
+        reward = np.where([r["ended"] for r in rows], reward, no_end)
+    M = BEST_OF_POOL
+    out_gold, out_kl = np.zeros((len(BEST_OF), P)), np.zeros((len(BEST_OF), P))
+    for p in range(P):
+        pool = rows[p * M:(p + 1) * M]
+        answers = {}   # distinct answer -> [share, reward, gold]
+        for row, r in zip(pool, reward[p * M:(p + 1) * M]):
+            a = answers.setdefault((row["response"], row["ended"]), [0.0, float(r), row["gold"]])
+            a[0] += 1 / M
+        share, r, gold = (np.array(x) for x in zip(*answers.values()))
+        # answers the reward model scores the same are one block: best-of-n picks within it at random
+        lower = np.array([share[r < v].sum() for v in r])
+        tied = np.array([share[r == v].sum() for v in r])
+        for a, n in enumerate(BEST_OF):
+            pick = ((lower + tied) ** n - lower ** n) * share / tied     # π_n(y)
+            out_gold[a, p] = (pick * gold).sum()
+            out_kl[a, p] = (pick * np.log(np.maximum(pick, 1e-300) / share)).sum()
+    return {"gold": out_gold, "kl": out_kl}
+
+
+@torch.no_grad()
+def _personas(pipe, prompts: list[str]) -> dict:
+    """On the held-out pairs of SFT answers: which pairs helpful_first and safety_first order differently
+    (noise-free), and on those, how often each persona's reward model sides with helpful_first."""
+    helpful, safety = PERSONAS["helpful_first"], PERSONAS["safety_first"]
+    rows = pipe.artifact("reward", "comparisons_heldout").to_list()
+    by_prompt = {r.prompt: r for r in pipe.requests("eval")}
+    rms = {name: pipe.model(f"reward_{name}") for name in ("helpful_first", "safety_first")}
+    where = {p: i for i, p in enumerate(prompts)}
+    pairs, disputed = np.zeros(len(prompts)), np.zeros(len(prompts))
+    side = {name: np.zeros(len(prompts)) for name in rms}
+    for row in rows:
+        req, i = by_prompt[row["prompt"]], where[row["prompt"]]
+        ids, attn = encode_dialogues(pipe.tokenizer, [row["prompt"]] * len(row["responses"]), row["responses"],
+                                     row["ended"])
+        scores = {name: rm(ids.to(rm.device), attn.to(rm.device)).tolist() for name, rm in rms.items()}
+        for a in range(len(row["responses"])):
+            for b in range(a + 1, len(row["responses"])):
+                ya, yb, ea, eb = row["responses"][a], row["responses"][b], row["ended"][a], row["ended"][b]
+                dh = helpful.score(req, ya, ea) - helpful.score(req, yb, eb)
+                ds = safety.score(req, ya, ea) - safety.score(req, yb, eb)
+                pairs[i] += 1
+                if dh * ds < 0:
+                    disputed[i] += 1
+                    for name, s in scores.items():
+                        side[name][i] += (s[a] - s[b]) * dh > 0
+    return {"pairs": pairs, "disputed": disputed, "side": side}
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics on a resampled set of prompts `idx` (indices, with repeats)
+# ---------------------------------------------------------------------------------------
+
+def kind_mean(m: Measurements, per_prompt: np.ndarray, idx: np.ndarray) -> float:
+    """The headline mean: each request kind weighs the same (as evaluate.stage_metrics)."""
+    kinds = m.kinds[idx]
+    return float(np.mean([per_prompt[idx][kinds == k].mean() for k in np.unique(kinds)]))
+
+
+def gold_of(model: str):
+    return lambda m, idx: kind_mean(m, m.gold[model].mean(1), idx)
+
+
+def ratio(sums: np.ndarray, idx: np.ndarray) -> float:
+    """Σ value / Σ count over the drawn prompts, for (P, 2) per-prompt sums."""
+    s = sums[idx].sum(0)
+    return float(s[0] / s[1]) if s[1] else float("nan")
+
+
+def head_to_head(m: Measurements, a: str, b: str, idx: np.ndarray) -> tuple[float, float, float]:
+    """Shares of wins, ties and losses of A's answers against B's (the i-th answer with the i-th)."""
+    d = (m.gold[a][idx] - m.gold[b][idx]).ravel()
+    return float((d > 0).mean()), float((d == 0).mean()), float((d < 0).mean())
+
+
+def untied_wins(m, idx):
+    w, _, l = head_to_head(m, "rlhf", "sft", idx)
+    return w / (w + l) if w + l else float("nan")
+
+
+def net_wins(m, idx):
+    w, _, l = head_to_head(m, "rlhf", "sft", idx)
+    return w - l
+
+
+def _curve(m: Measurements, run: str, key: str, idx: np.ndarray) -> np.ndarray:
+    c = m.checkpoints[run][key]
+    return np.array([kind_mean(m, c[t].mean(1), idx) for t in range(len(c))])
+
+
+def gold_fall_from_peak(m, idx):
+    g = _curve(m, "rlhf_long_no_kl", "gold", idx)
+    return float(g.max() - g[-1])
+
+
+def reward_rise_after_peak(m, idx):
+    g, r = _curve(m, "rlhf_long_no_kl", "gold", idx), _curve(m, "rlhf_long_no_kl", "reward", idx)
+    return float(r[-1] - r[int(g.argmax())])
+
+
+def penalty_wins_at_end(m, idx):
+    return float(_curve(m, "rlhf_long", "gold", idx)[-1] - _curve(m, "rlhf_long_no_kl", "gold", idx)[-1])
+
+
+def kl_ratio(m, idx):
+    return float(m.kl["rlhf_long_no_kl"][idx].mean() / max(m.kl["rlhf_long"][idx].mean(), 1e-9))
+
+
+def ppl(m: Measurements, model: str, docs: np.ndarray) -> float:
+    s = m.nll[model][docs].sum(0)
+    return math.exp(s[0] / s[1])
+
+
+def tax_share_of_sft(m, docs):
+    return (ppl(m, "sft", docs) - ppl(m, "base", docs)) / (ppl(m, "rlhf", docs) - ppl(m, "base", docs))
+
+
+def ptx_cut(m, docs):
+    return 1 - (ppl(m, "rlhf_ptx", docs) - ppl(m, "sft", docs)) / (ppl(m, "rlhf", docs) - ppl(m, "sft", docs))
+
+
+def best_of_gold_gain(m, idx):
+    g = m.best_of["gold"]
+    return kind_mean(m, g[-1], idx) - kind_mean(m, g[0], idx)
+
+
+def best_of_kl_slack(m, idx):
+    n = BEST_OF[-1]
+    return (math.log(n) - (n - 1) / n) - float(m.best_of["kl"][-1][idx].mean())
+
+
+def persona_side_gap(m, idx):
+    d = m.personas["disputed"][idx].sum()
+    side = m.personas["side"]
+    return float((side["helpful_first"][idx].sum() - side["safety_first"][idx].sum()) / d) if d else float("nan")
+
+
+# ---------------------------------------------------------------------------------------
+# The claims. Margins are fixed here; where the issue set a target per setting, it is a dict.
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    lesson: str                                         # what the course says (and which notebook)
+    statistic: Callable[[Measurements, np.ndarray], float]
+    margin: float | dict | None                         # None: printed, not asserted
+    unit: str = "prompts"                               # what the bootstrap resamples: prompts or documents
+    bound: bool = False                                 # holds when value − margin ≥ −2 SE
+
+    def margin_for(self, setting: str):
+        return self.margin.get(setting, self.margin["default"]) if isinstance(self.margin, dict) else self.margin
+
+
+def _kind_accuracy(kind):
+    def stat(m, idx):
+        s = m.rm["reward"]["by_kind"].get(kind)
+        return ratio(s, idx) if s is not None else float("nan")
+    return stat
+
+
+CLAIMS = [
+    Claim("sft_beats_base", "03: SFT's answers score higher on gold than the base model's",
+          lambda m, idx: gold_of("sft")(m, idx) - gold_of("base")(m, idx), 0.05),
+    Claim("rlhf_beats_sft", "05/07: RLHF (β > 0) scores higher on gold than SFT",
+          lambda m, idx: gold_of("rlhf")(m, idx) - gold_of("sft")(m, idx), 0.02),
+    Claim("rlhf_wins_untied", "07: where RLHF's and SFT's answers differ on gold, RLHF's is the better one",
+          untied_wins, {"fast": 0.70, "default": 0.80}),
+    Claim("rlhf_net_wins", "07: RLHF's wins minus losses against SFT, as a share of all pairs",
+          net_wins, {"fast": 0.15, "default": 0.25}),
+    Claim("rlhf_ties_sft", "07: share of pairs RLHF and SFT tie on (an ideal SFT answer can only be tied)",
+          lambda m, idx: head_to_head(m, "rlhf", "sft", idx)[1], None),
+    Claim("rm_agrees_with_gold", "04: the reward model orders held-out pairs like the gold score, far above chance",
+          lambda m, idx: ratio(m.rm["reward"]["gold"], idx), {"fast": 0.75, "default": 0.90}),
+    Claim("rm_sees_facts", "04: … on pairs of answers to fact questions", _kind_accuracy("fact"),
+          {"fast": None, "default": 0.85}),
+    Claim("rm_sees_sums", "04: … on pairs of answers to sums", _kind_accuracy("arithmetic"),
+          {"fast": None, "default": 0.85}),
+    Claim("no_kl_reward_keeps_rising", "06: with β = 0 the reward-model score goes on rising after gold peaks",
+          reward_rise_after_peak, 0.2),
+    Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold peaks, then falls: over-optimisation",
+          gold_fall_from_peak, 0.02),
+    Claim("kl_penalty_wins_at_end", "06: at the end of the long runs, β > 0 beats β = 0 on held-out gold",
+          penalty_wins_at_end, 0.02),
+    Claim("no_kl_drifts_further", "06: β = 0 ends several times further from SFT (KL ratio)", kl_ratio, 3.0),
+    Claim("tax_is_paid", "07: perplexity on held-out internet text rises from the base model to RLHF",
+          lambda m, d: ppl(m, "rlhf", d) - ppl(m, "base", d), 0.0, unit="documents"),
+    Claim("tax_share_of_sft", "07: share of the tax SFT causes (the rest is RLHF's): no direction is taught",
+          tax_share_of_sft, None, unit="documents"),
+    Claim("ptx_cuts_rlhf_tax", "07: PPO-ptx cuts RLHF's part of the tax by at least 30%", ptx_cut, 0.30,
+          unit="documents"),
+    Claim("ptx_keeps_gold", "07: … while its gold stays within 0.02 of plain PPO's",
+          lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), -0.02),
+    Claim("round2_repairs_rm", "08: a second round of rankings repairs the reward model on the new policy's answers",
+          lambda m, idx: ratio(m.rm["round2_on_policy"]["gold"], idx) - ratio(m.rm["round1_on_policy"]["gold"], idx),
+          0.03),
+    Claim("best_of_n_gold_rises", f"08: best-of-{BEST_OF[-1]} by the reward model beats one SFT answer on gold",
+          best_of_gold_gain, 0.05),
+    Claim("best_of_n_kl_within_bound", f"08: KL(best-of-{BEST_OF[-1]} ‖ SFT) ≤ log n − (n−1)/n",
+          best_of_kl_slack, 0.0, bound=True),
+    Claim("personas_disagree", "08: the two personas order some pairs of answers differently",
+          lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["pairs"][idx].sum()), 0.03),
+    Claim("persona_rms_follow_their_persona", "08: on those pairs each persona's reward model sides with its own",
+          persona_side_gap, 0.2),
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Bootstrap and the table
+# ---------------------------------------------------------------------------------------
+
+def draws(m: Measurements, unit: str, n_draws: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Resampled indices: prompts within each request kind, or documents."""
+    if unit == "documents":
+        d = len(next(iter(m.nll.values())))
+        return [rng.integers(0, d, d) for _ in range(n_draws)]
+    groups = [np.flatnonzero(m.kinds == k) for k in np.unique(m.kinds)]
+    return [np.concatenate([rng.choice(g, len(g)) for g in groups]) for _ in range(n_draws)]
+
+
+def evaluate_claims(m: Measurements, claims=CLAIMS, n_draws: int = BOOTSTRAP_DRAWS) -> list[dict]:
+    rng = np.random.default_rng(m.seed)
+    units = {"prompts": np.arange(m.n_prompts), "documents": np.arange(len(next(iter(m.nll.values()))))}
+    resampled = {u: draws(m, u, n_draws, rng) for u in units}
+    out = []
+    for c in claims:
+        value = c.statistic(m, units[c.unit])
+        boot = np.array([c.statistic(m, idx) for idx in resampled[c.unit]])
+        se = float(np.nanstd(boot, ddof=1))
+        margin = c.margin_for(m.setting)
+        if margin is None or math.isnan(value):
+            holds = None
+        else:
+            holds = bool(value - margin >= (-2 if c.bound else 2) * se)
+        out.append({"claim": c.name, "lesson": c.lesson, "seed": m.seed, "value": value, "margin": margin,
+                    "se": se, "n": len(units[c.unit]), "unit": c.unit, "bound": c.bound, "holds": holds})
+    return out
+
+
+def format_table(results: list[dict]) -> str:
+    lines = [f"{'claim':<34} {'seed':>4} {'value':>8} {'margin':>8} {'SE':>7} {'n':>5}  verdict",
+             "-" * 80]
+    for r in results:
+        margin = "" if r["margin"] is None else f"{r['margin']:>8.3f}"
+        verdict = {True: "holds", False: "FAILS", None: "(info)"}[r["holds"]]
+        rule = "" if r["holds"] is None else ("  (bound: v−m ≥ −2SE)" if r["bound"] else "")
+        lines.append(f"{r['claim']:<34} {r['seed']:>4} {r['value']:>8.3f} {margin:>8} {r['se']:>7.3f} "
+                     f"{r['n']:>5}  {verdict}{rule}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from ..pipeline.stages import Pipeline
+    from ..settings import PRESETS, get_settings
+
+    parser = argparse.ArgumentParser(prog="minirlhf lessons", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=sorted(PRESETS), default=None,
+                        help="default: the environment's (MINIRLHF_SETTING, MINIRLHF_FAST) or the hardware's")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default=None, help="the stage cache (default: runs/<setting>, as `run` uses)")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    results = []
+    for seed in args.seeds:
+        pipe = Pipeline(get_settings(args.setting, seed), args.out, args.device)
+        if pipe.device.type == "cpu":
+            torch.set_num_threads(1)   # the toy models are tiny: one thread is fastest (see pipeline/main.py)
+        print(f"[lessons] setting {pipe.settings.name!r}, seed {seed}: measuring (trains what is not cached)",
+              flush=True)
+        m = measure(pipe)
+        seed_results = evaluate_claims(m)
+        (pipe.out_dir / f"lessons-seed{seed}.json").write_text(json.dumps(seed_results, indent=1))
+        results += seed_results
+    by_claim = defaultdict(list)
+    for r in results:
+        by_claim[r["claim"]].append(r)
+    print(format_table([r for rs in by_claim.values() for r in rs]))
+    failed = sorted({r["claim"] for r in results if r["holds"] is False})
+    if failed:
+        print(f"\n{len(failed)} claim(s) fail: {', '.join(failed)}")
+        return 1
+    print(f"\nevery claim holds on seeds {' '.join(map(str, args.seeds))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
