@@ -1,0 +1,152 @@
+"""The lessons ledger's arithmetic, checked against hand computations (the runs themselves are measured
+by `python -m minirlhf lessons`)."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from minirlhf.course import lessons
+from minirlhf.course.lessons import Claim, Measurements, evaluate_claims
+from minirlhf.evaluate import head_to_head
+
+
+def _measurements(gold_a, gold_b, kinds, seed=0):
+    return Measurements("fast", seed, np.array(kinds), {"a": np.array(gold_a, float), "b": np.array(gold_b, float)},
+                        {}, {}, {}, {"x": np.ones((4, 2))}, {}, {})
+
+
+def test_kind_mean_weighs_every_kind_the_same():
+    m = _measurements([[1.0], [0.0], [0.0]], [[0.0]] * 3, ["fact", "fact", "greeting"])
+    # fact: (1 + 0) / 2 = 0.5, greeting: 0 -> (0.5 + 0) / 2, not the plain mean 1/3
+    assert lessons.kind_mean(m, m.gold["a"].mean(1), np.arange(3)) == pytest.approx(0.25)
+
+
+def test_head_to_head_pairs_the_ith_answers():
+    m = _measurements([[1.0, 0.5], [0.2, 0.2]], [[0.5, 0.5], [0.9, 0.2]], ["fact", "fact"])
+    wins, ties, losses = lessons.head_to_head(m, "a", "b", np.arange(2))
+    assert (wins, ties, losses) == (0.25, 0.5, 0.25)
+    rows = lambda g: [{"prompt": str(i // 2), "gold": x} for i, x in enumerate(np.ravel(g))]  # noqa: E731
+    v = head_to_head(rows(m.gold["a"]), rows(m.gold["b"]))
+    assert (v["wins"], v["ties"], v["losses"]) == (1, 2, 1)
+    assert v["untied_win_rate"] == 0.5 and v["net"] == 0
+    assert v["ceiling"] == 1.0   # B never gives an ideal answer (gold 1.0), so A could win every pair
+
+
+def test_a_claim_holds_only_beyond_two_standard_errors():
+    rng = np.random.default_rng(0)
+    kinds = ["fact"] * 200
+    noisy = rng.normal(0.03, 0.3, (200, 1))          # a mean of 0.03 with an SE of about 0.02
+    m = _measurements(noisy, np.zeros((200, 1)), kinds)
+    diff = lambda m, idx: float(m.gold["a"][idx].mean() - m.gold["b"][idx].mean())  # noqa: E731
+    result, = evaluate_claims(m, [Claim("c", "", diff, 0.0)], n_draws=400)
+    se = noisy.std(ddof=1) / math.sqrt(200)          # the textbook standard error of a mean
+    assert result["se"] == pytest.approx(se, rel=0.15)
+    assert result["holds"] == (result["value"] >= 2 * result["se"])
+    bound, = evaluate_claims(m, [Claim("c", "", diff, 0.0, bound=True)], n_draws=400)
+    assert bound["holds"] is True                    # a bound tolerates noise of 2 SE below the limit
+    info, = evaluate_claims(m, [Claim("c", "", diff, None)], n_draws=10)
+    assert info["holds"] is None
+
+
+def test_bootstrap_keeps_the_number_of_prompts_of_each_kind():
+    m = _measurements(np.zeros((5, 1)), np.zeros((5, 1)), ["a", "b", "b", "c", "c"])
+    for idx in lessons.draws(m, "prompts", 20, np.random.default_rng(0)):
+        assert sorted(m.kinds[idx]) == sorted(m.kinds)
+
+
+def test_margins_are_per_setting_where_the_targets_differ():
+    c = Claim("c", "", lambda m, idx: 0.0, {"fast": 0.7, "default": 0.8})
+    assert (c.margin_for("fast"), c.margin_for("default"), c.margin_for("gpu")) == (0.7, 0.8, 0.8)
+
+
+def test_best_of_n_matches_drawing_n_answers_by_brute_force():
+    # one prompt, a pool of 6 answers: "a" three times, "b" twice, "c" once; the reward model ties b and c
+    pool = ["a", "a", "a", "b", "b", "c"]
+    reward = {"a": 0.0, "b": 1.0, "c": 1.0}
+    gold = {"a": 0.2, "b": 0.6, "c": 1.0}
+    share = {y: pool.count(y) / len(pool) for y in reward}
+    n = 3
+    pick = dict.fromkeys(reward, 0.0)
+    for draw in itertools.product(range(len(pool)), repeat=n):          # every ordered draw of n pool answers
+        best = max(reward[pool[i]] for i in draw)
+        winners = [pool[i] for i in draw if reward[pool[i]] == best]
+        for y in winners:                                                # a tie is broken at random
+            pick[y] += (1 / len(pool)) ** n / len(winners)
+    expected_gold = sum(pick[y] * gold[y] for y in pick)
+    expected_kl = sum(pick[y] * math.log(pick[y] / share[y]) for y in pick)
+
+    class FakePipe:
+        class settings:
+            class ppo:
+                no_end_score = None
+
+        tokenizer = None
+
+        @staticmethod
+        def model(name):
+            return FakeRM()
+
+    class FakeRM:
+        device = "cpu"
+
+        def __call__(self, ids, attn):
+            import torch
+            return torch.tensor([reward[y] for y in ids])
+
+    rows = [{"prompt": "p", "response": y, "ended": True, "gold": gold[y]} for y in pool]
+    old = lessons.BEST_OF_POOL, lessons.BEST_OF, lessons.encode_dialogues
+    lessons.BEST_OF_POOL, lessons.BEST_OF = len(pool), (1, n)
+    lessons.encode_dialogues = lambda tok, prompts, responses, ended: (_Ids(responses), _Ids(responses))
+    try:
+        out = lessons._best_of_n(FakePipe, rows, 1)
+    finally:
+        lessons.BEST_OF_POOL, lessons.BEST_OF, lessons.encode_dialogues = old
+    assert out["gold"][1, 0] == pytest.approx(expected_gold)
+    assert out["kl"][1, 0] == pytest.approx(expected_kl)
+    assert out["gold"][0, 0] == pytest.approx(sum(share[y] * gold[y] for y in share))  # best-of-1: one answer
+    assert out["kl"][0, 0] == pytest.approx(0.0)
+    assert out["kl"][1, 0] <= math.log(n) - (n - 1) / n
+
+
+class _Ids(list):
+    def to(self, device):
+        return self
+
+
+def test_rm_agreement_counts_ties_half_and_skips_gold_ties():
+    from minirlhf.reward import pair_agreements, pairwise_accuracy
+
+    class FixedRM:
+        """Scores an answer by a table: a stand-in for a trained reward model."""
+        device = "cpu"
+
+        def raw_score(self, ids, attn):
+            import torch
+            return torch.tensor([SCORES[int(i)] for i in ids[:, -1]])
+
+    SCORES = {0: 2.0, 1: 1.0, 2: 1.0}
+    comparisons = Dataset.from_dict({"kind": ["fact"], "prompt": ["p"], "responses": [["x", "y", "z"]],
+                                     "ended": [[True] * 3], "ranking": [[0, 1, 2]], "gold": [[1.0, 0.5, 0.5]]})
+
+    class Tok:
+        pad_token_id, eos_token_id = 9, 8
+
+    import minirlhf.reward as reward
+    old = reward.encode_dialogues
+    import torch
+    reward.encode_dialogues = lambda tok, p, r, e: (torch.tensor([[{"x": 0, "y": 1, "z": 2}[y]] for y in r]),
+                                                    torch.ones(len(r), 1))
+    try:
+        pairs = pair_agreements(FixedRM(), Tok, comparisons)
+        acc = pairwise_accuracy(FixedRM(), Tok, comparisons)
+    finally:
+        reward.encode_dialogues = old
+    # pairs (x>y), (x>z), (y>z): the RM orders the first two as labelled, ties the third
+    assert [p["labels"] for p in pairs] == [1.0, 1.0, 0.5]
+    assert [p["gold"] for p in pairs] == [1.0, 1.0, None]          # gold ties y and z: no preference
+    assert [p["ceiling"] for p in pairs] == [1.0, 1.0, 0.5]
+    assert acc["accuracy_gold"] == 1.0 and acc["n_gold_pairs"] == 2
+    assert acc["accuracy_labelers"] == pytest.approx(2.5 / 3) and acc["labelers_ceiling"] == pytest.approx(2.5 / 3)
+    assert acc["accuracy_gold_by_kind"] == {"fact": 1.0}
