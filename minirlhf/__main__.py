@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--algorithms", nargs="+", choices=algorithms(), metavar="ALGORITHM",
                        help=f"registered algorithms to train and evaluate (default: all: {' '.join(algorithms())})")
     sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (see --help of the subcommand)")
-    sub.add_parser("lessons", help="the lessons ledger: every lesson as a measured claim (see --help of the subcommand)")
+    sub.add_parser("lessons",
+                   help="the lessons ledger: every lesson as a measured claim (see --help of the subcommand)")
     sub.add_parser("make-exercises", help="regenerate exercises/ from solutions/")
     return parser
 

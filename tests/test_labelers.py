@@ -105,7 +105,8 @@ FAKE_CREATURE = Request("nonexistent", "what color is the plonk ?", "", "plonk")
 def test_an_answer_to_another_question_is_wrong(req, wrong):
     c = criteria_scores(req, wrong)
     assert c["helpful"] == 0 and c["truthful"] == 0
-    assert gold_score(req, wrong) < gold_score(req, "i do not know .") < gold_score(req, ideal_response(req, random.Random(0)))
+    ideal = ideal_response(req, random.Random(0))
+    assert gold_score(req, wrong) < gold_score(req, "i do not know .") < gold_score(req, ideal)
 
 
 @pytest.mark.parametrize("req, right", [

@@ -122,7 +122,7 @@ def _best_of_n(pipe, rows: list[dict], P: int) -> dict:
     F⁻(y) = P(r(Y) < r(y)) it picks y with probability π_n(y) = F(y)^n − F⁻(y)^n. Then
         gold(best-of-n) = Σ_y π_n(y)·gold(y),    KL(π_n ‖ π̂) = Σ_y π_n(y)·log(π_n(y) / π̂(y)),
     both exact for π̂. The KL is compared with log n − (n−1)/n, the value often quoted for it, which
-    is in fact an upper bound (reached when no two answers tie).
+    is in fact an upper bound (approached only when no two answers tie and the pool is large).
     """
     no_end = pipe.settings.ppo.no_end_score
     ids, attn = encode_dialogues(pipe.tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
