@@ -26,6 +26,7 @@ def distinct_answers(model, tokenizer, requests: list[Request], k: int, max_new_
                      max_rounds: int = 4) -> list[list[dict]]:
     """Up to k sampled rows (see `sample_responses`) with distinct (response, ended) per request."""
     groups: list[list[dict]] = [[] for _ in requests]
+    seen: list[set] = [set() for _ in requests]   # the (response, ended) of each group
     short = list(range(len(requests)))
     for r in range(max_rounds):
         if not short:
@@ -34,8 +35,8 @@ def distinct_answers(model, tokenizer, requests: list[Request], k: int, max_new_
                                 max_new_tokens=max_new_tokens, seed=seed + r * RESAMPLE_SEED_STRIDE)
         for j, i in enumerate(short):
             for row in rows[j * k:(j + 1) * k]:
-                seen = {(g["response"], g["ended"]) for g in groups[i]}
-                if len(groups[i]) < k and (row["response"], row["ended"]) not in seen:
+                if len(groups[i]) < k and (row["response"], row["ended"]) not in seen[i]:
+                    seen[i].add((row["response"], row["ended"]))
                     groups[i].append(row)
         short = [i for i in short if len(groups[i]) < k]
     return groups

@@ -214,16 +214,22 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
 
 
 @torch.no_grad()
+def score_answers(reward_model, tokenizer, rows: list[dict], no_end_score: float | None) -> list[float]:
+    """The score PPO gives answers (rows of `sample_responses`): r_RM(x, y), or no_end_score where y
+    never ended (None: the reward model's score everywhere), as `rollout` scores them."""
+    ids, attn = encode_dialogues(tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                                 [r["ended"] for r in rows])
+    reward = reward_model(ids.to(reward_model.device), attn.to(reward_model.device)).tolist()
+    if no_end_score is None:
+        return reward
+    return [x if r["ended"] else no_end_score for x, r in zip(reward, rows)]
+
+
 def heldout_answers(policy, reward_model, tokenizer, requests, n_samples: int, max_new_tokens: int,
                     no_end_score: float | None, seed: int) -> dict:
     """The policy's answers to held-out prompts, n_samples each: their gold and reward-model scores."""
     rows = sample_responses(policy, tokenizer, requests, n_samples, max_new_tokens, seed=seed)
-    ids, attn = encode_dialogues(tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
-                                 [r["ended"] for r in rows])
-    reward = reward_model(ids.to(reward_model.device), attn.to(reward_model.device)).tolist()
-    if no_end_score is not None:   # scored as PPO scores them
-        reward = [x if r["ended"] else no_end_score for x, r in zip(reward, rows)]
-    return {"gold": [r["gold"] for r in rows], "reward": reward}
+    return {"gold": [r["gold"] for r in rows], "reward": score_answers(reward_model, tokenizer, rows, no_end_score)}
 
 
 HELDOUT_SEED_OFFSET = 10   # checkpoints sample held-out answers with the seed + 10, as the evaluation does

@@ -5,8 +5,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset
 
+import minirlhf.reward as reward
+import minirlhf.rlhf as rlhf
 from minirlhf.course import lessons
 from minirlhf.course.lessons import Claim, Measurements, evaluate_claims
 from minirlhf.evaluate import head_to_head
@@ -25,7 +28,7 @@ def test_kind_mean_weighs_every_kind_the_same():
 
 def test_head_to_head_pairs_the_ith_answers():
     m = _measurements([[1.0, 0.5], [0.2, 0.2]], [[0.5, 0.5], [0.9, 0.2]], ["fact", "fact"])
-    wins, ties, losses = lessons.head_to_head(m, "a", "b", np.arange(2))
+    wins, ties, losses = lessons.shares_won_tied_lost(m, "a", "b", np.arange(2))
     assert (wins, ties, losses) == (0.25, 0.5, 0.25)
     rows = lambda g: [{"prompt": str(i // 2), "gold": x} for i, x in enumerate(np.ravel(g))]  # noqa: E731
     v = head_to_head(rows(m.gold["a"]), rows(m.gold["b"]))
@@ -61,7 +64,7 @@ def test_margins_are_per_setting_where_the_targets_differ():
     assert (c.margin_for("fast"), c.margin_for("default"), c.margin_for("gpu")) == (0.7, 0.8, 0.8)
 
 
-def test_best_of_n_matches_drawing_n_answers_by_brute_force():
+def test_best_of_n_matches_drawing_n_answers_by_brute_force(monkeypatch):
     # one prompt, a pool of 6 answers: "a" three times, "b" twice, "c" once; the reward model ties b and c
     pool = ["a", "a", "a", "b", "b", "c"]
     reward = {"a": 0.0, "b": 1.0, "c": 1.0}
@@ -92,17 +95,13 @@ def test_best_of_n_matches_drawing_n_answers_by_brute_force():
         device = "cpu"
 
         def __call__(self, ids, attn):
-            import torch
             return torch.tensor([reward[y] for y in ids])
 
     rows = [{"prompt": "p", "response": y, "ended": True, "gold": gold[y]} for y in pool]
-    old = lessons.BEST_OF_POOL, lessons.BEST_OF, lessons.encode_dialogues
-    lessons.BEST_OF_POOL, lessons.BEST_OF = len(pool), (1, n)
-    lessons.encode_dialogues = lambda tok, prompts, responses, ended: (_Ids(responses), _Ids(responses))
-    try:
-        out = lessons._best_of_n(FakePipe, rows, 1)
-    finally:
-        lessons.BEST_OF_POOL, lessons.BEST_OF, lessons.encode_dialogues = old
+    monkeypatch.setattr(lessons, "BEST_OF_POOL", len(pool))
+    monkeypatch.setattr(lessons, "BEST_OF", (1, n))
+    monkeypatch.setattr(rlhf, "encode_dialogues", lambda tok, prompts, responses, ended: (_Ids(responses),) * 2)
+    out = lessons._best_of_n(FakePipe, rows, 1)
     assert out["gold"][1, 0] == pytest.approx(expected_gold)
     assert out["kl"][1, 0] == pytest.approx(expected_kl)
     assert out["gold"][0, 0] == pytest.approx(sum(share[y] * gold[y] for y in share))  # best-of-1: one answer
@@ -115,7 +114,7 @@ class _Ids(list):
         return self
 
 
-def test_rm_agreement_counts_ties_half_and_skips_gold_ties():
+def test_rm_agreement_counts_ties_half_and_skips_gold_ties(monkeypatch):
     from minirlhf.reward import pair_agreements, pairwise_accuracy
 
     class FixedRM:
@@ -123,7 +122,6 @@ def test_rm_agreement_counts_ties_half_and_skips_gold_ties():
         device = "cpu"
 
         def raw_score(self, ids, attn):
-            import torch
             return torch.tensor([SCORES[int(i)] for i in ids[:, -1]])
 
     SCORES = {0: 2.0, 1: 1.0, 2: 1.0}
@@ -133,16 +131,10 @@ def test_rm_agreement_counts_ties_half_and_skips_gold_ties():
     class Tok:
         pad_token_id, eos_token_id = 9, 8
 
-    import minirlhf.reward as reward
-    old = reward.encode_dialogues
-    import torch
-    reward.encode_dialogues = lambda tok, p, r, e: (torch.tensor([[{"x": 0, "y": 1, "z": 2}[y]] for y in r]),
-                                                    torch.ones(len(r), 1))
-    try:
-        pairs = pair_agreements(FixedRM(), Tok, comparisons)
-        acc = pairwise_accuracy(FixedRM(), Tok, comparisons)
-    finally:
-        reward.encode_dialogues = old
+    monkeypatch.setattr(reward, "encode_dialogues", lambda tok, p, r, e: (
+        torch.tensor([[{"x": 0, "y": 1, "z": 2}[y]] for y in r]), torch.ones(len(r), 1)))
+    pairs = pair_agreements(FixedRM(), Tok, comparisons)
+    acc = pairwise_accuracy(FixedRM(), Tok, comparisons)
     # pairs (x>y), (x>z), (y>z): the RM orders the first two as labelled, ties the third
     assert [p["labels"] for p in pairs] == [1.0, 1.0, 0.5]
     assert [p["gold"] for p in pairs] == [1.0, 1.0, None]          # gold ties y and z: no preference

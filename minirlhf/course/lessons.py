@@ -28,6 +28,7 @@ import torch
 from ..evaluate import document_nlls, response_kls
 from ..labelers import PERSONAS
 from ..reward import encode_dialogues, pair_agreements
+from ..rlhf import score_answers
 from ..sampling import sample_responses
 
 BOOTSTRAP_DRAWS = 400
@@ -124,13 +125,7 @@ def _best_of_n(pipe, rows: list[dict], P: int) -> dict:
     both exact for π̂. The KL is compared with log n − (n−1)/n, the value often quoted for it, which
     is in fact an upper bound (approached only when no two answers tie and the pool is large).
     """
-    no_end = pipe.settings.ppo.no_end_score
-    ids, attn = encode_dialogues(pipe.tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
-                                 [r["ended"] for r in rows])
-    rm = pipe.model("reward")
-    reward = rm(ids.to(rm.device), attn.to(rm.device)).cpu().numpy()
-    if no_end is not None:
-        reward = np.where([r["ended"] for r in rows], reward, no_end)
+    reward = score_answers(pipe.model("reward"), pipe.tokenizer, rows, pipe.settings.ppo.no_end_score)
     M = BEST_OF_POOL
     out_gold, out_kl = np.zeros((len(BEST_OF), P)), np.zeros((len(BEST_OF), P))
     for p in range(P):
@@ -199,19 +194,20 @@ def ratio(sums: np.ndarray, idx: np.ndarray) -> float:
     return float(s[0] / s[1]) if s[1] else float("nan")
 
 
-def head_to_head(m: Measurements, a: str, b: str, idx: np.ndarray) -> tuple[float, float, float]:
-    """Shares of wins, ties and losses of A's answers against B's (the i-th answer with the i-th)."""
+def shares_won_tied_lost(m: Measurements, a: str, b: str, idx: np.ndarray) -> tuple[float, float, float]:
+    """Shares of wins, ties and losses of A's answers against B's (the i-th answer with the i-th): the
+    arrays' version of evaluate.head_to_head, fast enough for the bootstrap's hundreds of draws."""
     d = (m.gold[a][idx] - m.gold[b][idx]).ravel()
     return float((d > 0).mean()), float((d == 0).mean()), float((d < 0).mean())
 
 
 def untied_wins(m, idx):
-    w, _, l = head_to_head(m, "rlhf", "sft", idx)
+    w, _, l = shares_won_tied_lost(m, "rlhf", "sft", idx)
     return w / (w + l) if w + l else float("nan")
 
 
 def net_wins(m, idx):
-    w, _, l = head_to_head(m, "rlhf", "sft", idx)
+    w, _, l = shares_won_tied_lost(m, "rlhf", "sft", idx)
     return w - l
 
 
@@ -301,7 +297,7 @@ CLAIMS = [
     Claim("rlhf_net_wins", "07: RLHF's wins minus losses against SFT, as a share of all pairs",
           net_wins, {"fast": 0.15, "default": 0.25}),
     Claim("rlhf_ties_sft", "07: share of pairs RLHF and SFT tie on (an ideal SFT answer can only be tied)",
-          lambda m, idx: head_to_head(m, "rlhf", "sft", idx)[1], None),
+          lambda m, idx: shares_won_tied_lost(m, "rlhf", "sft", idx)[1], None),
     Claim("rm_agrees_with_gold", "04: the reward model orders held-out pairs like the gold score, far above chance",
           lambda m, idx: ratio(m.rm["reward"]["gold"], idx), {"fast": 0.75, "default": 0.90}),
     Claim("rm_sees_facts", "04: … on pairs of answers to fact questions", _kind_accuracy("fact"),
