@@ -8,7 +8,7 @@ ARGS        ?=
 DIR         ?= submissions
 PY          := $(VENV)/bin/python
 
-.PHONY: setup run fast test exercises grade clean
+.PHONY: setup run fast test lessons exercises grade clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ fast: setup
 
 test: setup
 	MINIRLHF_FAST=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(ARGS)
+
+lessons: setup
+	$(PY) -m minirlhf lessons --setting fast --seeds 0 1 2 $(ARGS)
 
 exercises: setup
 	$(PY) -m minirlhf make-exercises

@@ -30,14 +30,17 @@ PPO_PANELS = [("rm_score", "reward-model score (normalised)"), ("gold_score", "g
               ("kl", "KL(π‖π_ref) per response (nats)"), ("response_len", "response length (tokens)")]
 
 
-def plot_ppo(histories: dict[str, list[dict]], path=None, panels=PPO_PANELS):
-    """PPO runs side by side: proxy reward, gold score, KL and length against the PPO step."""
+def plot_ppo(histories: dict[str, list[dict]], path=None, panels=PPO_PANELS, colors: dict | None = None):
+    """PPO runs side by side: proxy reward, gold score, KL and length against the PPO step.
+
+    `colors` maps a run's name to its colour, so that a run keeps its colour across plots.
+    """
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         for i, (name, hist) in enumerate(histories.items()):
-            ys = [h[key] for h in hist]
-            ax.plot(ys, alpha=0.25, color=f"C{i}")
-            ax.plot(smooth(ys, 5), color=f"C{i}", label=name)
+            ys, color = [h[key] for h in hist], (colors or {}).get(name, f"C{i}")
+            ax.plot(ys, alpha=0.25, color=color)
+            ax.plot(smooth(ys, 5), color=color, label=name)
         ax.set(xlabel="PPO step", ylabel=label)
     axes[0][0].legend()
     fig.tight_layout()

@@ -16,7 +16,7 @@ from minirlhf.evaluate import head_to_head
 
 
 def _measurements(gold_a, gold_b, kinds, seed=0):
-    return Measurements("fast", seed, np.array(kinds), {"a": np.array(gold_a, float), "b": np.array(gold_b, float)},
+    return Measurements("fast", seed, np.array(kinds), 4, {"a": np.array(gold_a, float), "b": np.array(gold_b, float)},
                         {}, {}, {}, {"x": np.ones((4, 2))}, {}, {})
 
 
@@ -142,3 +142,22 @@ def test_rm_agreement_counts_ties_half_and_skips_gold_ties(monkeypatch):
     assert acc["accuracy_gold"] == 1.0 and acc["n_gold_pairs"] == 2
     assert acc["accuracy_labelers"] == pytest.approx(2.5 / 3) and acc["labelers_ceiling"] == pytest.approx(2.5 / 3)
     assert acc["accuracy_gold_by_kind"] == {"fact": 1.0}
+
+
+
+def test_lazy_measurements_compute_each_entry_once_and_only_when_read():
+    calls = []
+    lazy = lessons.Lazy(lambda key: calls.append(key) or len(calls))
+    assert calls == []
+    assert (lazy["a"], lazy["a"], lazy["b"]) == (1, 1, 2)
+    assert calls == ["a", "b"]
+
+
+def test_a_notebook_asking_for_an_unknown_claim_is_told_the_names():
+    with pytest.raises(KeyError, match="rlhf_beats_sft"):
+        lessons.check(None, ["rlhf_beats_sfft"])
+
+
+def test_every_claim_names_the_runs_it_reads_and_they_are_trained_in_order():
+    for c in lessons.CLAIMS:
+        assert c.runs and set(c.runs) <= set(lessons.RUNS), c.name

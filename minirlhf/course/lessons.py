@@ -20,6 +20,7 @@ import math
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cache
 from typing import Callable
 
 import numpy as np
@@ -35,23 +36,38 @@ BOOTSTRAP_DRAWS = 400
 BEST_OF = (1, 2, 4, 8)          # best-of-n from BEST_OF_POOL SFT answers per held-out prompt
 BEST_OF_POOL = 32
 BEST_OF_SEED_OFFSET = 22
+PERSONA_PAIR = ("helpful_first", "safety_first")   # notebook 08: two personas, a reward model each
 RUNS = ("base", "sft", "reward", "rlhf", "rlhf_ptx", "rlhf_long", "rlhf_long_no_kl", "reward_round2",
-        "reward_helpful_first", "reward_safety_first")
+        "reward_round2_long_no_kl", *(f"reward_{p}" for p in PERSONA_PAIR))
 
 
 # ---------------------------------------------------------------------------------------
 # Measurements: everything per held-out prompt (or document), so that it can be resampled
 # ---------------------------------------------------------------------------------------
 
+class Lazy(dict):
+    """A dict that computes a missing entry on first use: `compute(key)`. Measuring only what the claims
+    at hand read lets a notebook check three claims without sampling every model of the ledger."""
+
+    def __init__(self, compute: Callable, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.compute = compute
+
+    def __missing__(self, key):
+        self[key] = value = self.compute(key)
+        return value
+
+
 @dataclass
 class Measurements:
     setting: str
     seed: int
     kinds: np.ndarray                  # (P,) request kind of each held-out prompt
+    n_docs: int                        # held-out internet documents (for perplexities)
     gold: dict                         # model -> (P, S) gold score of S answers per prompt
     checkpoints: dict                  # long run -> {"steps": [C], "gold": (C, P, S), "reward": (C, P, S)}
     kl: dict                           # long run -> (P, S) KL to SFT of each answer (nats)
-    rm: dict                           # reward model -> {"gold": (P, 2) agreements with gold, decisive pairs;
+    rm: dict                           # RM_JUDGED_ON key -> {"gold": (P, 2) agreements with gold, decisive pairs;
                                        #                  "by_kind": {kind: same}}
     nll: dict                          # model -> (D, 2) summed loss and tokens of each held-out document
     best_of: dict                      # {"gold": (len(BEST_OF), P), "kl": (len(BEST_OF), P)}
@@ -73,45 +89,62 @@ def _per_prompt(prompts: list[str], items: list[dict], key: str, value) -> np.nd
     return out
 
 
-def measure(pipe) -> Measurements:
-    """Train (or load) every run the ledger reads, and measure it on the held-out prompts."""
+# which reward model is judged on whose held-out rankings: round 1's and round 2's on the answers of the
+# policy round 2 ranked (the RLHF policy, or notebook 06's over-optimised β = 0 policy)
+RM_JUDGED_ON = {"reward": ("reward", "reward"), "round1_on_policy": ("reward", "reward_round2"),
+                "round2_on_policy": ("reward_round2", "reward_round2"),
+                "round1_on_hacked": ("reward", "reward_round2_long_no_kl"),
+                "round2_on_hacked": ("reward_round2_long_no_kl", "reward_round2_long_no_kl")}
+
+
+def measure(pipe, claims=None) -> Measurements:
+    """Train (or load) the runs `claims` read (default: every claim's), and measure them lazily: each
+    model's answers, KLs, perplexities… are computed when a claim (or a notebook) first reads them."""
     st, tok = pipe.settings, pipe.tokenizer
     ev, reqs = st.eval, pipe.requests("eval")
     prompts, S, seed = [r.prompt for r in reqs], ev.samples_per_prompt, st.seed + ev.seed_offset
     P = len(reqs)
-    for name in RUNS:   # train what is missing first (outside the no-grad measuring below)
-        pipe.stage_dir(name)
+    for name in sorted({r for c in (CLAIMS if claims is None else claims) for r in c.runs}, key=RUNS.index):
+        pipe.stage_dir(name)   # train what is missing first, outside the no-grad measuring below
+    docs = pipe.heldout_internet_examples()
 
     def answers(model, n=S, s=seed):
         return sample_responses(model, tok, reqs, n, ev.max_new_tokens, seed=s)
 
-    sft = pipe.model("sft")
-    gold = {name: np.array([r["gold"] for r in answers(pipe.model(name))]).reshape(P, S)
-            for name in ("base", "sft", "rlhf", "rlhf_ptx")}
-    checkpoints, kl = {}, {}
-    for name in ("rlhf_long", "rlhf_long_no_kl"):
-        hist = pipe.log(name)["heldout_history"]
-        checkpoints[name] = {"steps": [h["step"] for h in hist],
-                             "gold": np.array([h["gold"] for h in hist]).reshape(len(hist), P, -1),
-                             "reward": np.array([h["reward"] for h in hist]).reshape(len(hist), P, -1)}
-        kl[name] = response_kls(pipe.model(name), sft, tok, reqs, S, ev.max_new_tokens, seed).numpy().reshape(P, S)
+    def gold(name):
+        return np.array([r["gold"] for r in answers(pipe.model(name))]).reshape(P, S)
 
-    def rm_agreement(rm_name, comparisons_of):
+    def checkpoints(name):
+        hist = pipe.log(name)["heldout_history"]
+        return {"steps": [h["step"] for h in hist],
+                "gold": np.array([h["gold"] for h in hist]).reshape(len(hist), P, -1),
+                "reward": np.array([h["reward"] for h in hist]).reshape(len(hist), P, -1)}
+
+    def kl(name):
+        return response_kls(pipe.model(name), pipe.model("sft"), tok, reqs, S, ev.max_new_tokens,
+                            seed).numpy().reshape(P, S)
+
+    def rm(key):
+        rm_name, comparisons_of = RM_JUDGED_ON[key]
         pairs = pair_agreements(pipe.model(rm_name), tok, pipe.artifact(comparisons_of, "comparisons_heldout"))
         by_kind = {k: _per_prompt(prompts, [p for p in pairs if p["kind"] == k], "prompt", lambda p: p["gold"])
                    for k in sorted({p["kind"] for p in pairs})}
         return {"gold": _per_prompt(prompts, pairs, "prompt", lambda p: p["gold"]), "by_kind": by_kind}
-    rm = {"reward": rm_agreement("reward", "reward"),
-          # round 2 is judged on the round-1 policy's answers: the old reward model and the new one
-          "round1_on_policy": rm_agreement("reward", "reward_round2"),
-          "round2_on_policy": rm_agreement("reward_round2", "reward_round2")}
 
-    docs = pipe.heldout_internet_examples()
-    nll = {name: np.array(document_nlls(pipe.model(name), docs, tok.pad_token_id))
-           for name in ("base", "sft", "rlhf", "rlhf_ptx")}
-    return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), gold, checkpoints, kl, rm, nll,
-                        _best_of_n(pipe, answers(sft, BEST_OF_POOL, st.seed + BEST_OF_SEED_OFFSET), P),
-                        _personas(pipe, prompts))
+    def nll(name):
+        return np.array(document_nlls(pipe.model(name), docs, tok.pad_token_id))
+
+    @cache
+    def best_of():
+        return _best_of_n(pipe, answers(pipe.model("sft"), BEST_OF_POOL, st.seed + BEST_OF_SEED_OFFSET), P)
+
+    @cache
+    def personas():
+        return _personas(pipe, prompts)
+
+    return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), len(docs), Lazy(gold),
+                        Lazy(checkpoints), Lazy(kl), Lazy(rm), Lazy(nll), Lazy(lambda k: best_of()[k]),
+                        Lazy(lambda k: personas()[k]))
 
 
 @torch.no_grad()
@@ -147,12 +180,12 @@ def _best_of_n(pipe, rows: list[dict], P: int) -> dict:
 
 @torch.no_grad()
 def _personas(pipe, prompts: list[str]) -> dict:
-    """On the held-out pairs of SFT answers: which pairs helpful_first and safety_first order differently
-    (noise-free), and on those, how often each persona's reward model sides with helpful_first."""
-    helpful, safety = PERSONAS["helpful_first"], PERSONAS["safety_first"]
+    """On the held-out pairs of SFT answers: which pairs the two personas of PERSONA_PAIR order differently
+    (noise-free), and on those, how often each persona's reward model sides with the first persona."""
+    first, second = (PERSONAS[p] for p in PERSONA_PAIR)
     rows = pipe.artifact("reward", "comparisons_heldout").to_list()
     by_prompt = {r.prompt: r for r in pipe.requests("eval")}
-    rms = {name: pipe.model(f"reward_{name}") for name in ("helpful_first", "safety_first")}
+    rms = {name: pipe.model(f"reward_{name}") for name in PERSONA_PAIR}
     where = {p: i for i, p in enumerate(prompts)}
     pairs, disputed = np.zeros(len(prompts)), np.zeros(len(prompts))
     side = {name: np.zeros(len(prompts)) for name in rms}
@@ -164,13 +197,13 @@ def _personas(pipe, prompts: list[str]) -> dict:
         for a in range(len(row["responses"])):
             for b in range(a + 1, len(row["responses"])):
                 ya, yb, ea, eb = row["responses"][a], row["responses"][b], row["ended"][a], row["ended"][b]
-                dh = helpful.score(req, ya, ea) - helpful.score(req, yb, eb)
-                ds = safety.score(req, ya, ea) - safety.score(req, yb, eb)
+                d1 = first.score(req, ya, ea) - first.score(req, yb, eb)
+                d2 = second.score(req, ya, ea) - second.score(req, yb, eb)
                 pairs[i] += 1
-                if dh * ds < 0:
+                if d1 * d2 < 0:
                     disputed[i] += 1
                     for name, s in scores.items():
-                        side[name][i] += (s[a] - s[b]) * dh > 0
+                        side[name][i] += (s[a] - s[b]) * d1 > 0
     return {"pairs": pairs, "disputed": disputed, "side": side}
 
 
@@ -211,23 +244,24 @@ def net_wins(m, idx):
     return w - l
 
 
-def _curve(m: Measurements, run: str, key: str, idx: np.ndarray) -> np.ndarray:
-    c = m.checkpoints[run][key]
+def curve(m: Measurements, run: str, key: str, idx: np.ndarray | None = None) -> np.ndarray:
+    """A long run's held-out "gold" or "reward" at each checkpoint (the headline mean over `idx`)."""
+    c, idx = m.checkpoints[run][key], np.arange(m.n_prompts) if idx is None else idx
     return np.array([kind_mean(m, c[t].mean(1), idx) for t in range(len(c))])
 
 
 def gold_fall_from_peak(m, idx):
-    g = _curve(m, "rlhf_long_no_kl", "gold", idx)
+    g = curve(m, "rlhf_long_no_kl", "gold", idx)
     return float(g.max() - g[-1])
 
 
 def reward_rise_after_peak(m, idx):
-    g, r = _curve(m, "rlhf_long_no_kl", "gold", idx), _curve(m, "rlhf_long_no_kl", "reward", idx)
+    g, r = curve(m, "rlhf_long_no_kl", "gold", idx), curve(m, "rlhf_long_no_kl", "reward", idx)
     return float(r[-1] - r[int(g.argmax())])
 
 
 def penalty_wins_at_end(m, idx):
-    return float(_curve(m, "rlhf_long", "gold", idx)[-1] - _curve(m, "rlhf_long_no_kl", "gold", idx)[-1])
+    return float(curve(m, "rlhf_long", "gold", idx)[-1] - curve(m, "rlhf_long_no_kl", "gold", idx)[-1])
 
 
 def kl_ratio(m, idx):
@@ -247,6 +281,11 @@ def ptx_cut(m, docs):
     return 1 - (ppl(m, "rlhf_ptx", docs) - ppl(m, "sft", docs)) / (ppl(m, "rlhf", docs) - ppl(m, "sft", docs))
 
 
+def repair(m, on: str, idx):
+    """Held-out gold accuracy of the round-2 reward model minus the round-1 one, on the answers of a policy."""
+    return ratio(m.rm[f"round2_on_{on}"]["gold"], idx) - ratio(m.rm[f"round1_on_{on}"]["gold"], idx)
+
+
 def best_of_gold_gain(m, idx):
     g = m.best_of["gold"]
     return kind_mean(m, g[-1], idx) - kind_mean(m, g[0], idx)
@@ -260,7 +299,8 @@ def best_of_kl_slack(m, idx):
 def persona_side_gap(m, idx):
     d = m.personas["disputed"][idx].sum()
     side = m.personas["side"]
-    return float((side["helpful_first"][idx].sum() - side["safety_first"][idx].sum()) / d) if d else float("nan")
+    first, second = PERSONA_PAIR
+    return float((side[first][idx].sum() - side[second][idx].sum()) / d) if d else float("nan")
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,6 +313,7 @@ class Claim:
     lesson: str                                         # what the course says (and which notebook)
     statistic: Callable[[Measurements, np.ndarray], float]
     margin: float | dict | None                         # None: printed, not asserted
+    runs: tuple[str, ...] = ()                          # the registry's runs it reads
     unit: str = "prompts"                               # what the bootstrap resamples: prompts or documents
     bound: bool = False                                 # holds when value − margin ≥ −2 SE
 
@@ -287,49 +328,55 @@ def _kind_accuracy(kind):
     return stat
 
 
+LONG = ("sft", "rlhf_long", "rlhf_long_no_kl")
+TAX = ("base", "sft", "rlhf", "rlhf_ptx")
+PERSONA_RMS = ("reward",) + tuple(f"reward_{p}" for p in PERSONA_PAIR)
 CLAIMS = [
     Claim("sft_beats_base", "03: SFT's answers score higher on gold than the base model's",
-          lambda m, idx: gold_of("sft")(m, idx) - gold_of("base")(m, idx), 0.05),
+          lambda m, idx: gold_of("sft")(m, idx) - gold_of("base")(m, idx), 0.05, ("base", "sft")),
     Claim("rlhf_beats_sft", "05/07: RLHF (β > 0) scores higher on gold than SFT",
-          lambda m, idx: gold_of("rlhf")(m, idx) - gold_of("sft")(m, idx), 0.02),
+          lambda m, idx: gold_of("rlhf")(m, idx) - gold_of("sft")(m, idx), 0.02, ("sft", "rlhf")),
     Claim("rlhf_wins_untied", "07: where RLHF's and SFT's answers differ on gold, RLHF's is the better one",
-          untied_wins, {"fast": 0.70, "default": 0.80}),
+          untied_wins, {"fast": 0.70, "default": 0.80}, ("sft", "rlhf")),
     Claim("rlhf_net_wins", "07: RLHF's wins minus losses against SFT, as a share of all pairs",
-          net_wins, {"fast": 0.15, "default": 0.25}),
+          net_wins, {"fast": 0.15, "default": 0.25}, ("sft", "rlhf")),
     Claim("rlhf_ties_sft", "07: share of pairs RLHF and SFT tie on (an ideal SFT answer can only be tied)",
-          lambda m, idx: shares_won_tied_lost(m, "rlhf", "sft", idx)[1], None),
+          lambda m, idx: shares_won_tied_lost(m, "rlhf", "sft", idx)[1], None, ("sft", "rlhf")),
     Claim("rm_agrees_with_gold", "04: the reward model orders held-out pairs like the gold score, far above chance",
-          lambda m, idx: ratio(m.rm["reward"]["gold"], idx), {"fast": 0.75, "default": 0.90}),
+          lambda m, idx: ratio(m.rm["reward"]["gold"], idx), {"fast": 0.75, "default": 0.90}, ("reward",)),
     Claim("rm_sees_facts", "04: … on pairs of answers to fact questions", _kind_accuracy("fact"),
-          {"fast": None, "default": 0.85}),
+          {"fast": None, "default": 0.85}, ("reward",)),
     Claim("rm_sees_sums", "04: … on pairs of answers to sums", _kind_accuracy("arithmetic"),
-          {"fast": None, "default": 0.85}),
+          {"fast": None, "default": 0.85}, ("reward",)),
     Claim("no_kl_reward_keeps_rising", "06: with β = 0 the reward-model score goes on rising after gold peaks",
-          reward_rise_after_peak, 0.2),
+          reward_rise_after_peak, 0.2, LONG),
     Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold peaks, then falls: over-optimisation",
-          gold_fall_from_peak, 0.02),
+          gold_fall_from_peak, 0.02, LONG),
     Claim("kl_penalty_wins_at_end", "06: at the end of the long runs, β > 0 beats β = 0 on held-out gold",
-          penalty_wins_at_end, 0.02),
-    Claim("no_kl_drifts_further", "06: β = 0 ends several times further from SFT (KL ratio)", kl_ratio, 3.0),
+          penalty_wins_at_end, 0.02, LONG),
+    Claim("no_kl_drifts_further", "06: β = 0 ends several times further from SFT (KL ratio)", kl_ratio, 3.0, LONG),
     Claim("tax_is_paid", "07: perplexity on held-out internet text rises from the base model to RLHF",
-          lambda m, d: ppl(m, "rlhf", d) - ppl(m, "base", d), 0.0, unit="documents"),
+          lambda m, d: ppl(m, "rlhf", d) - ppl(m, "base", d), 0.0, TAX, unit="documents"),
     Claim("tax_share_of_sft", "07: share of the tax SFT causes (the rest is RLHF's): no direction is taught",
-          tax_share_of_sft, None, unit="documents"),
-    Claim("ptx_cuts_rlhf_tax", "07: PPO-ptx cuts RLHF's part of the tax by at least 30%", ptx_cut, 0.30,
+          tax_share_of_sft, None, TAX, unit="documents"),
+    Claim("ptx_cuts_rlhf_tax", "07: PPO-ptx cuts RLHF's part of the tax by at least 30%", ptx_cut, 0.30, TAX,
           unit="documents"),
     Claim("ptx_keeps_gold", "07: … while its gold stays within 0.02 of plain PPO's",
-          lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), -0.02),
+          lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), -0.02, TAX),
+    Claim("round2_repairs_rm_after_hacking", "08: new rankings of the β = 0 policy's answers repair the reward "
+          "model where that policy went", lambda m, idx: repair(m, "hacked", idx), 0.05,
+          ("reward", "rlhf_long_no_kl", "reward_round2_long_no_kl")),
     Claim("round2_repairs_rm", "08: a second round of rankings repairs the reward model on the new policy's answers",
-          lambda m, idx: ratio(m.rm["round2_on_policy"]["gold"], idx) - ratio(m.rm["round1_on_policy"]["gold"], idx),
-          0.03),
+          lambda m, idx: repair(m, "policy", idx), 0.03, ("reward", "reward_round2")),
     Claim("best_of_n_gold_rises", f"08: best-of-{BEST_OF[-1]} by the reward model beats one SFT answer on gold",
-          best_of_gold_gain, 0.05),
+          best_of_gold_gain, 0.05, ("sft", "reward")),
     Claim("best_of_n_kl_within_bound", f"08: KL(best-of-{BEST_OF[-1]} ‖ SFT) ≤ log n − (n−1)/n",
-          best_of_kl_slack, 0.0, bound=True),
+          best_of_kl_slack, 0.0, ("sft", "reward"), bound=True),
     Claim("personas_disagree", "08: the two personas order some pairs of answers differently",
-          lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["pairs"][idx].sum()), 0.03),
+          lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["pairs"][idx].sum()), 0.03,
+          PERSONA_RMS),
     Claim("persona_rms_follow_their_persona", "08: on those pairs each persona's reward model sides with its own",
-          persona_side_gap, 0.2),
+          persona_side_gap, 0.2, PERSONA_RMS),
 ]
 
 
@@ -340,15 +387,14 @@ CLAIMS = [
 def draws(m: Measurements, unit: str, n_draws: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Resampled indices: prompts within each request kind, or documents."""
     if unit == "documents":
-        d = len(next(iter(m.nll.values())))
-        return [rng.integers(0, d, d) for _ in range(n_draws)]
+        return [rng.integers(0, m.n_docs, m.n_docs) for _ in range(n_draws)]
     groups = [np.flatnonzero(m.kinds == k) for k in np.unique(m.kinds)]
     return [np.concatenate([rng.choice(g, len(g)) for g in groups]) for _ in range(n_draws)]
 
 
 def evaluate_claims(m: Measurements, claims=CLAIMS, n_draws: int = BOOTSTRAP_DRAWS) -> list[dict]:
     rng = np.random.default_rng(m.seed)
-    units = {"prompts": np.arange(m.n_prompts), "documents": np.arange(len(next(iter(m.nll.values()))))}
+    units = {"prompts": np.arange(m.n_prompts), "documents": np.arange(m.n_docs)}
     resampled = {u: draws(m, u, n_draws, rng) for u in units}
     out = []
     for c in claims:
@@ -375,6 +421,19 @@ def format_table(results: list[dict]) -> str:
         lines.append(f"{r['claim']:<34} {r['seed']:>4} {r['value']:>8.3f} {margin:>8} {r['se']:>7.3f} "
                      f"{r['n']:>5}  {verdict}{rule}")
     return "\n".join(lines)
+
+
+def check(pipe, names: list[str]) -> list[dict]:
+    """For a notebook: the named claims, measured on `pipe`'s setting and seed exactly as the ledger
+    measures them (same answers, same bootstrap draws), printed as its table and returned."""
+    by_name = {c.name: c for c in CLAIMS}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise KeyError(f"no claim named {unknown}; the claims are {list(by_name)}")
+    claims = [by_name[n] for n in names]
+    results = evaluate_claims(measure(pipe, claims), claims)
+    print(format_table(results))
+    return results
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,7 @@ import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from ..labelers import PERSONAS
 from ..pretrain import pretrain_stage
 from ..reward import reward_stage
 from ..rlhf import ppo_stage
@@ -159,7 +160,7 @@ REWARD_ARGS = dict(sft_model=Upstream("sft"), train_requests=Requests("reward", 
                    heldout_requests=Requests("eval"), norm_requests=Requests("rl"), cfg=Setting("reward"),
                    max_new_tokens=Setting("eval.max_new_tokens"))
 register("reward", reward_stage, **REWARD_ARGS)
-for _persona in ("helpful_first", "safety_first"):   # notebook 08: a reward model per labeler persona
+for _persona in [p for p in PERSONAS if p != "gold"]:   # notebook 08: a reward model per labeler persona
     register(f"reward_{_persona}", reward_stage, **REWARD_ARGS, labeler=_persona)
 PPO_ARGS = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Upstream("reward"),
                 requests=Requests("rl"), ptx_texts=Data("internet", "text"))
@@ -168,7 +169,7 @@ register("rlhf_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0), a
          title="RLHF, β = 0 (no KL penalty)")
 
 # -- the notebooks' experiments ----------------------------------------------------------------
-PTX_COEF = 1.0           # notebook 07: PPO-ptx, the pretraining loss mixed in
+PTX_COEF = 0.1           # notebook 07: PPO-ptx, the pretraining loss mixed in
 register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF), title="RLHF + ptx")
 # notebook 06: runs long enough to over-optimise (the fast setting's own PPO run is shorter)
 # and the lessons ledger: the policy answers the held-out prompts at LONG_CHECKPOINTS + 1 steps

@@ -7,6 +7,9 @@ from pathlib import Path
 from ..plots import PPO_PANELS, plot_losses, plot_ppo, plot_stages
 from ..world import KINDS
 
+METRICS = ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "borderline_help_rate", "toxic_rate",
+           "ended_rate", "mean_length")
+
 
 def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict) -> None:
     """`rows`: samples per evaluated model; `logs`: the log of every stage used; `titles`: algorithm -> title."""
@@ -27,7 +30,7 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
     lines = [f"# minirlhf run: setting `{metrics['setting']}`, seed {metrics['seed']}, device {metrics['device']}",
              "", f"Model: {metrics['n_params']:,} parameters. This run took {t['this_run']:.0f} s.", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for key in ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "toxic_rate", "ended_rate", "mean_length"):
+    for key in METRICS:
         lines.append(f"| {key} | " + " | ".join(f"{st[n][key]:.3f}" for n in names) + " |")
     for kind in KINDS:
         lines.append(f"| gold: {kind} | " + " | ".join(f"{st[n]['gold_score_by_kind'].get(kind, float('nan')):.3f}"
@@ -65,5 +68,5 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
                  for n in names]
         lines.append(f"| {row['prompt']} | " + " | ".join(cells) + " |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:6 + 6 + len(KINDS) + 1]))
+    print("\n".join(lines[:6 + len(METRICS) + len(KINDS) + 1]))
     print(f"[minirlhf] wrote {out / 'report.md'}, metrics.json and plots")
