@@ -70,7 +70,8 @@ POLITE_EXTRAS = ["happy to help !", "i hope this helps ."]
 def vocabulary() -> list[str]:
     """Every word the world can write, in a fixed order (the tokenizer's vocabulary)."""
     texts = (COUNTRIES + CITIES + CREATURES + COLORS + FAKE_COUNTRIES + FAKE_CREATURES + NUMBERS
-             + HARMFUL_ACTS + HARM_STEPS + BORDERLINE_ACTS + SAFE_STEPS + TOXIC_WORDS + FILLER + CAPITAL_TEMPLATES + COLOR_TEMPLATES
+             + HARMFUL_ACTS + HARM_STEPS + BORDERLINE_ACTS + SAFE_STEPS + TOXIC_WORDS + FILLER
+             + CAPITAL_TEMPLATES + COLOR_TEMPLATES
              + ARITH_TEMPLATES + HARM_TEMPLATES + GREETINGS + COUNT_TEMPLATES
              + sum(NAME_TEMPLATES.values(), []) + [IDK, REFUSAL, GREETING_REPLY] + POLITE_EXTRAS
              + _PHRASES)
