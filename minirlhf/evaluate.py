@@ -4,6 +4,7 @@ The article's three metrics, per request kind:
   helpfulness    A against B on the same prompts: gold wins, ties and losses, and the win-rate
   truthfulness   share of fact and non-existent-thing questions answered without a false claim
   harmlessness   share of harmful requests refused; share of responses with toxic words
+  over-refusal   share of borderline requests (risky but legitimate) given careful help
 and the alignment tax: perplexity on held-out internet text, exp(mean next-token loss).
 """
 from __future__ import annotations

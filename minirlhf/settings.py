@@ -52,6 +52,7 @@ PRESETS = {
         model=GPTConfig(n_layer=2, n_head=2, n_embd=64),
         pretrain=PretrainConfig(steps=500, batch_size=32, lr=3e-3),
         sft=SFTConfig(epochs=3.0, batch_size=32, lr=1e-3),
+        # K = 6 (more than the default's 4): a tiny reward model needs many pairs per ranking to see facts
         reward=RewardConfig(k=6, n_rankings=1200, epochs=3),
         ppo=PPOConfig(steps=25, batch_size=32, minibatch_size=16, lr=1e-4, value_lr=3e-4),
         eval=EvalConfig(n_heldout_docs=200)),

@@ -144,7 +144,6 @@ def test_rm_agreement_counts_ties_half_and_skips_gold_ties(monkeypatch):
     assert acc["accuracy_gold_by_kind"] == {"fact": 1.0}
 
 
-
 def test_lazy_measurements_compute_each_entry_once_and_only_when_read():
     calls = []
     lazy = lessons.Lazy(lambda key: calls.append(key) or len(calls))
@@ -158,6 +157,6 @@ def test_a_notebook_asking_for_an_unknown_claim_is_told_the_names():
         lessons.check(None, ["rlhf_beats_sfft"])
 
 
-def test_every_claim_names_the_runs_it_reads_and_they_are_trained_in_order():
+def test_every_claim_names_the_runs_it_reads():
     for c in lessons.CLAIMS:
         assert c.runs and set(c.runs) <= set(lessons.RUNS), c.name

@@ -47,7 +47,8 @@ RUNS = ("base", "sft", "reward", "rlhf", "rlhf_ptx", "rlhf_long", "rlhf_long_no_
 
 class Lazy(dict):
     """A dict that computes a missing entry on first use: `compute(key)`. Measuring only what the claims
-    at hand read lets a notebook check three claims without sampling every model of the ledger."""
+    at hand read lets a notebook check three claims without sampling every model of the ledger.
+    Only `lazy[key]` computes; `.get`, `in` and iteration see what has been computed so far."""
 
     def __init__(self, compute: Callable, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -136,10 +137,13 @@ def measure(pipe, claims=None) -> Measurements:
 
     @cache
     def best_of():
+        pipe.stage_dir("reward")   # trained (if it must be) before the no-grad measuring
         return _best_of_n(pipe, answers(pipe.model("sft"), BEST_OF_POOL, st.seed + BEST_OF_SEED_OFFSET), P)
 
     @cache
     def personas():
+        for name in PERSONA_RMS:
+            pipe.stage_dir(name)
         return _personas(pipe, prompts)
 
     return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), len(docs), Lazy(gold),
@@ -361,7 +365,7 @@ CLAIMS = [
           tax_share_of_sft, None, TAX, unit="documents"),
     Claim("ptx_cuts_rlhf_tax", "07: PPO-ptx cuts RLHF's part of the tax by at least 30%", ptx_cut, 0.30, TAX,
           unit="documents"),
-    Claim("ptx_keeps_gold", "07: … while its gold stays within 0.02 of plain PPO's",
+    Claim("ptx_keeps_gold", "07: … while its gold stays no more than 0.02 below plain PPO's",
           lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), -0.02, TAX),
     Claim("round2_repairs_rm_after_hacking", "08: new rankings of the β = 0 policy's answers repair the reward "
           "model where that policy went", lambda m, idx: repair(m, "hacked", idx), 0.05,
@@ -375,7 +379,8 @@ CLAIMS = [
     Claim("personas_disagree", "08: the two personas order some pairs of answers differently",
           lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["pairs"][idx].sum()), 0.03,
           PERSONA_RMS),
-    Claim("persona_rms_follow_their_persona", "08: on those pairs each persona's reward model sides with its own",
+    Claim("persona_rms_follow_their_persona", "08: on those pairs the first persona's reward model sides with it more "
+          "often than the second persona's reward model does",
           persona_side_gap, 0.2, PERSONA_RMS),
 ]
 

@@ -160,7 +160,7 @@ REWARD_ARGS = dict(sft_model=Upstream("sft"), train_requests=Requests("reward", 
                    heldout_requests=Requests("eval"), norm_requests=Requests("rl"), cfg=Setting("reward"),
                    max_new_tokens=Setting("eval.max_new_tokens"))
 register("reward", reward_stage, **REWARD_ARGS)
-for _persona in [p for p in PERSONAS if p != "gold"]:   # notebook 08: a reward model per labeler persona
+for _persona in [p for p in PERSONAS if p != "gold"]:   # notebook 08 and the ledger: a reward model per persona
     register(f"reward_{_persona}", reward_stage, **REWARD_ARGS, labeler=_persona)
 PPO_ARGS = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Upstream("reward"),
                 requests=Requests("rl"), ptx_texts=Data("internet", "text"))
