@@ -370,8 +370,12 @@ CLAIMS = [
     Claim("round2_repairs_rm_after_hacking", "08: new rankings of the β = 0 policy's answers repair the reward "
           "model where that policy went", lambda m, idx: repair(m, "hacked", idx), 0.05,
           ("reward", "rlhf_long_no_kl", "reward_round2_long_no_kl")),
-    Claim("round2_repairs_rm", "08: a second round of rankings repairs the reward model on the new policy's answers",
-          lambda m, idx: repair(m, "policy", idx), 0.03, ("reward", "reward_round2")),
+    Claim("iterating_pays_most_where_the_policy_moved", "08: round 2 repairs the reward model more after the β = 0 "
+          "run than after the ordinary RLHF run, which the KL penalty kept near the SFT answers",
+          lambda m, idx: repair(m, "hacked", idx) - repair(m, "policy", idx), 0.05,
+          ("reward", "rlhf_long_no_kl", "reward_round2_long_no_kl", "reward_round2")),
+    Claim("round2_repairs_rm", "08: round 2's repair after the ordinary RLHF run (printed, no direction taught)",
+          lambda m, idx: repair(m, "policy", idx), None, ("reward", "reward_round2")),
     Claim("best_of_n_gold_rises", f"08: best-of-{BEST_OF[-1]} by the reward model beats one SFT answer on gold",
           best_of_gold_gain, 0.05, ("sft", "reward")),
     Claim("best_of_n_kl_within_bound", f"08: KL(best-of-{BEST_OF[-1]} ‖ SFT) ≤ log n − (n−1)/n",
