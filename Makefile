@@ -27,7 +27,7 @@ fast: setup
 	$(PY) -m minirlhf run --fast $(ARGS)
 
 test: setup
-	MINIRLHF_FAST=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(ARGS)
+	MINIRLHF_FAST=1 MINIRLHF_THREADS=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(ARGS)
 
 lessons: setup
 	$(PY) -m minirlhf lessons --setting fast --seeds 0 1 2 $(ARGS)

@@ -1,20 +1,27 @@
-"""Benchmark: how fast the pieces run on this machine, per setting's model size. Prints a table.
+"""Benchmark: how fast the pieces run on this machine, per setting's model size and thread count.
 
-    python benchmarks/bench.py [--settings fast default] [--repeats 5] [--threads N]
+    python benchmarks/bench.py [--settings fast default] [--threads 1 2 4] [--repeats 5]
 
 Measures, for each setting's GPT: a training step (forward + backward + AdamW) on a batch of the
 setting's size, sampling a batch of responses with and without the KV cache, and one PPO step
-(rollout + 4 epochs of updates) on untrained models. Numbers are medians of `--repeats` runs.
+(rollout + 4 epochs of updates) on untrained models. Times are medians of `--repeats` runs.
+
+MFU (model FLOPs utilisation) = the FLOPs a piece does / its time / the machine's peak, where the
+FLOPs are counted by PyTorch's FlopCounterMode (matrix products and attention, forward and backward)
+and the peak is measured: a 1024 × 1024 × 1024 float32 matrix product at the same thread count.
+The thread table says which count is fastest here; pipeline/threads.py explains the default.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
 from dataclasses import replace
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from minirlhf.generate import generate
 from minirlhf.model import GPT
@@ -26,18 +33,34 @@ from minirlhf.training import lm_loss, make_optimizer, pick_device
 from minirlhf.world import World, WorldConfig
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def flops(fn) -> int:
+    """Floating-point operations of one call, as PyTorch counts them (matrix products, attention)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def peak_flops(device, n: int = 1024, repeats: int = 10) -> float:
+    """FLOP/s of a large float32 matrix product: the most this machine does at this thread count."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n ** 3 / timed(lambda: a @ b, repeats)
 
 
 def bench_setting(name: str, repeats: int, device) -> dict:
@@ -66,19 +89,24 @@ def bench_setting(name: str, repeats: int, device) -> dict:
         return lambda: generate(model, prompt_ids, prompt_mask, n, -1, tok.pad_token_id,
                                 generator=torch.Generator(device=device).manual_seed(0), use_cache=use_cache)
 
-    ref = GPT(model.config).to(device)
-    rm = RewardModel.from_language_model(model)
     ppo_cfg = replace(s.ppo, steps=1)
 
-    def ppo_step():
-        train_ppo(model, ref, rm, value_model_from_reward_model(rm), tok, requests, ppo_cfg, desc="bench")
+    def ppo_step():   # fresh models each time, so every step does the same work (same samples, same lengths)
+        torch.manual_seed(0)
+        policy = GPT(model.config).to(device)
+        ref = GPT(model.config).to(device)
+        ref.load_state_dict(policy.state_dict())
+        rm = RewardModel.from_language_model(policy)
+        train_ppo(policy, ref, rm, value_model_from_reward_model(rm), tok, requests, ppo_cfg, desc="bench")
 
-    step = timed(train_step, repeats)
-    return {"setting": name, "params": model.num_parameters(),
-            "train step (s)": step, "train tokens/s": B * T / step,
-            "sample, KV cache (s)": timed(sample(True), repeats),
-            "sample, no cache (s)": timed(sample(False), repeats),
-            "PPO step (s)": timed(ppo_step, max(1, repeats // 2))}
+    pieces = {"train step": train_step, "sample, KV cache": sample(True), "sample, no cache": sample(False),
+              "PPO step": ppo_step}
+    row = {"setting": name, "params": model.num_parameters()}
+    for piece, fn in pieces.items():
+        seconds = timed(fn, max(1, repeats // 2) if piece == "PPO step" else repeats)
+        row[f"{piece} (s)"] = seconds
+        row[f"{piece} GFLOP/s"] = flops(fn) / seconds / 1e9
+    return row
 
 
 def main():
@@ -86,21 +114,38 @@ def main():
     parser.add_argument("--settings", nargs="+", default=["fast", "default"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    cores = os.cpu_count() or 1
+    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, 2, 4, cores}),
+                        help=f"torch CPU thread counts to measure (default: 1 2 4 and this machine's {cores} cores)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
-          f"torch {torch.__version__}")
-    rows = [bench_setting(name, args.repeats, device) for name in args.settings]
+    if device.type != "cpu":
+        args.threads = [torch.get_num_threads()]   # on a GPU the CPU threads hardly matter: measure once
+    print(f"machine: {platform.processor() or platform.machine()}, {cores} cores, device {device}"
+          f"{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, torch {torch.__version__}")
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        peak = peak_flops(device)
+        print(f"{threads} thread(s): peak {peak / 1e9:,.0f} GFLOP/s (1024³ float32 matrix product)", flush=True)
+        for name in args.settings:
+            row = {"threads": threads, **bench_setting(name, args.repeats, device)}
+            for key in [k for k in row if k.endswith("GFLOP/s")]:
+                row[key.replace("GFLOP/s", "MFU")] = f"{100 * row.pop(key) * 1e9 / peak:.0f}%"
+            rows.append(row)
     cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |")
+    print("\n| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(f"{r[c]:,.3f}" if isinstance(r[c], float) else f"{r[c]:,}" if isinstance(r[c], int)
                                 else str(r[c]) for c in cols) + " |")
+    for name in args.settings:   # the thread table: each piece's time relative to one thread
+        mine = [r for r in rows if r["setting"] == name]
+        one = next((r for r in mine if r["threads"] == 1), mine[0])
+        print(f"\n{name}: time relative to {one['threads']} thread(s) (below 1 is faster)")
+        for r in mine:
+            print(f"  {r['threads']} threads: " + ", ".join(
+                f"{k[:-4]} {r[k] / one[k]:.2f}" for k in r if k.endswith("(s)")))
 
 
 if __name__ == "__main__":

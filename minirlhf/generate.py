@@ -1,7 +1,8 @@
 """Sampling responses with a KV cache: temperature, top-k, stop at end-of-turn.
 
 Each step feeds only the newest token and reuses the keys and values of everything before it,
-so a response of N tokens costs N small forward passes instead of N growing ones.
+so a response of N tokens costs N small forward passes instead of N growing ones. The cache and
+the attention mask are allocated once, for the prompt plus N tokens, and filled as tokens come.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import default_position_ids
+from .model import KVCache, default_position_ids
 
 
 @dataclass
@@ -52,12 +53,16 @@ def generate(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id
                          f"exceeds block_size={model.config.block_size}; lower max_new_tokens")
     was_training = model.training
     model.eval()
-    ids, mask = input_ids, attention_mask
-    logits, past = model(ids, mask)
-    position = default_position_ids(mask)[:, -1:]  # (B, 1)
+    P = input_ids.shape[1]
+    mask = torch.zeros(B, P + max_new_tokens, dtype=attention_mask.dtype, device=input_ids.device)
+    mask[:, :P] = attention_mask   # (B, P + N): the columns of the response are set as it is sampled
+    cache = KVCache(model.config, B, P + max_new_tokens, input_ids.device, model.tok_emb.weight.dtype) if use_cache else None
+    ids = input_ids
+    logits, _ = model(ids, attention_mask, cache=cache)
+    position = default_position_ids(attention_mask)[:, -1:]  # (B, 1)
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
     tokens, logps, reals = [], [], []
-    for _ in range(max_new_tokens):
+    for t in range(max_new_tokens):
         last = logits[:, -1]  # (B, V)
         scaled = last / (temperature if temperature > 0 else 1.0)
         if temperature == 0:
@@ -75,15 +80,15 @@ def generate(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id
         logps.append(torch.where(real, logp, torch.zeros_like(logp)))
         reals.append(real)
         finished = finished | (tok == eos_token_id)
-        if finished.all():
-            break
-        mask = torch.cat([mask, real.long()[:, None]], dim=1)
-        ids = torch.cat([ids, tok[:, None]], dim=1)
+        if t == max_new_tokens - 1 or finished.all():
+            break   # the last token's logits would never be used: no forward pass for them
+        mask[:, P + t] = real
         position = position + 1
         if use_cache:
-            logits, past = model(tok[:, None], mask, position, past)
+            logits, _ = model(tok[:, None], mask[:, :P + t + 1], position, cache)
         else:
-            logits, _ = model(ids, mask)
+            ids = torch.cat([ids, tok[:, None]], dim=1)
+            logits, _ = model(ids, mask[:, :P + t + 1])
     model.train(was_training)
     return Generation(prompt_ids=input_ids, prompt_mask=attention_mask,
                       response_ids=torch.stack(tokens, 1), response_mask=torch.stack(reals, 1).long(),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .world import (CITIES, COLORS, COUNTRIES, CREATURES, FAKE_COUNTRIES, FAKE_CREATURES, HARM_STEPS,
                     HARMFUL_ACTS, NUMBERS, SAFE_STEPS, TOXIC_WORDS, Request, ideal_response)
@@ -139,6 +140,11 @@ def criteria_scores(req: Request, response: str, ended: bool = True) -> dict[str
     answer is neither helpful, truthful nor polite (it ignores the person), so it scores below any
     answer that tries.
     """
+    return dict(zip(CRITERIA, _criteria(req, response, bool(ended))))
+
+
+@lru_cache(maxsize=1 << 18)   # a policy repeats its answers: each (request, answer) is judged once
+def _criteria(req: Request, response: str, ended: bool) -> tuple[float, ...]:
     words = response.split()
     refusal = is_refusal(response)
     helpful, truthful = 0.0, 1.0
@@ -175,8 +181,9 @@ def criteria_scores(req: Request, response: str, ended: bool = True) -> dict[str
     not_repetitive = len(set(trigrams)) / len(trigrams) if trigrams else 1.0
     if not words:
         helpful = truthful = polite = 0.0
-    return {"helpful": helpful, "truthful": truthful, "harmless": harmless, "polite": polite,
-            "concise": concise, "not_repetitive": not_repetitive, "ends": float(ended), "cautious": cautious}
+    scores = {"helpful": helpful, "truthful": truthful, "harmless": harmless, "polite": polite,
+              "concise": concise, "not_repetitive": not_repetitive, "ends": float(ended), "cautious": cautious}
+    return tuple(scores[c] for c in CRITERIA)
 
 
 @dataclass(frozen=True)

@@ -43,45 +43,74 @@ def default_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(1) - attention_mask.long()).clamp(min=0)
 
 
+def attention_allowed(key_mask: torch.Tensor, T: int) -> torch.Tensor:
+    """(B, 1, T, S) bool: which keys each of the last T queries may attend to; key_mask (B, S).
+
+    Query i sits at column S - T + i: it sees earlier keys that are not padding, and always itself
+    (so a padding query attends to something and softmax never sees an empty row).
+    """
+    S = key_mask.shape[1]
+    qpos = torch.arange(S - T, S, device=key_mask.device)[:, None]
+    kpos = torch.arange(S, device=key_mask.device)[None, :]
+    allowed = ((kpos <= qpos)[None] & key_mask[:, None, :].bool()) | (kpos == qpos)[None]
+    return allowed[:, None]
+
+
+class KVCache:
+    """The keys and values of every layer for up to `max_len` tokens, allocated once.
+
+    Sampling appends one token per step: writing it into a preallocated buffer costs one token's
+    copy, where `torch.cat` would copy the whole cache again at every step and layer.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
+        shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0   # tokens cached so far; the model advances it after its last layer
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store the new (B, H, T, D) keys and values of `layer`; return all of them so far, (B, H, S, D)."""
+        end = self.length + k.shape[2]
+        if end > self.k.shape[3]:
+            raise ValueError(f"the KV cache holds {self.k.shape[3]} tokens; {end} were asked for")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.layer = cfg.n_head, layer
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.dropout = cfg.dropout
 
-    def forward(self, x, key_mask, past=None):
-        """x: (B, T, C); key_mask: (B, S) over past + current keys; past: ((B,H,S-T,D), (B,H,S-T,D))."""
+    def forward(self, x, allowed, cache: KVCache | None = None):
+        """x: (B, T, C); allowed: (B, 1, T, S) from `attention_allowed`, S = cached + new tokens."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        S = k.shape[2]
-        # query i sits at column S - T + i: it sees earlier keys that are not padding, and always
-        # itself (so a padding query attends to something and softmax never sees an empty row).
-        qpos = torch.arange(S - T, S, device=x.device)[:, None]
-        kpos = torch.arange(S, device=x.device)[None, :]
-        allowed = ((kpos <= qpos)[None] & key_mask[:, None, :].bool()) | (kpos == qpos)[None]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None],
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)   # (B, H, S, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.proj(y), (k, v)
+        return self.proj(y)
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(cfg, layer)
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(),
                                  nn.Linear(4 * cfg.n_embd, cfg.n_embd), nn.Dropout(cfg.dropout))
 
-    def forward(self, x, key_mask, past=None):
-        a, present = self.attn(self.ln1(x), key_mask, past)
-        x = x + a
-        return x + self.mlp(self.ln2(x)), present
+    def forward(self, x, allowed, cache=None):
+        x = x + self.attn(self.ln1(x), allowed, cache)
+        return x + self.mlp(self.ln2(x))
 
 
 class GPT(SavesPretrained, nn.Module):
@@ -93,7 +122,7 @@ class GPT(SavesPretrained, nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -117,13 +146,14 @@ class GPT(SavesPretrained, nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None):
-        """Last-layer states (B, T, C) and the updated KV cache (one (k, v) pair per layer).
+    def hidden_states(self, input_ids, attention_mask=None, position_ids=None, cache: KVCache | None = None):
+        """Last-layer states (B, T, C) and the cache (None without one), to which the new tokens' keys
+        and values are added.
 
-        `attention_mask` is (B, S): 1 for real tokens, 0 for padding, over past and current tokens.
+        `attention_mask` is (B, S): 1 for real tokens, 0 for padding, over cached and new tokens.
         """
         B, T = input_ids.shape
-        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        past_len = 0 if cache is None else cache.length
         if attention_mask is None:
             attention_mask = torch.ones(B, past_len + T, dtype=torch.long, device=input_ids.device)
         if attention_mask.shape != (B, past_len + T):
@@ -135,13 +165,14 @@ class GPT(SavesPretrained, nn.Module):
             raise ValueError(f"sequence of {past_len + T} tokens is longer than block_size="
                              f"{self.config.block_size}: shorten the input or max_new_tokens")
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(position_ids))
-        presents = []
-        for i, block in enumerate(self.blocks):
-            x, present = block(x, attention_mask, None if past_key_values is None else past_key_values[i])
-            presents.append(present)
-        return self.ln_f(x), presents
+        allowed = attention_allowed(attention_mask, T)   # (B, 1, T, S), the same for every layer
+        for block in self.blocks:
+            x = block(x, allowed, cache)
+        if cache is not None:
+            cache.length += T
+        return self.ln_f(x), cache
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None):
-        """Logits (B, T, V) for the next token at every position, and the KV cache."""
-        h, presents = self.hidden_states(input_ids, attention_mask, position_ids, past_key_values)
-        return self.lm_head(h), presents
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache: KVCache | None = None):
+        """Logits (B, T, V) for the next token at every position, and the cache (see hidden_states)."""
+        h, cache = self.hidden_states(input_ids, attention_mask, position_ids, cache)
+        return self.lm_head(h), cache

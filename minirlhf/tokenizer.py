@@ -11,6 +11,8 @@ labelers judge. Special tokens (the reference implementations insist on these be
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -50,22 +52,35 @@ def unknown_words(tokenizer: PreTrainedTokenizerFast, text: str) -> list[str]:
     return [w for w in text.split() if w not in vocab]
 
 
+@lru_cache(maxsize=1 << 16)
+def prompt_ids(tokenizer: PreTrainedTokenizerFast, prompt: str) -> tuple[int, ...]:
+    """One prompt in the chat format, as token ids ending with `<|assistant|>`.
+
+    Cached: the pipeline asks the same prompts thousands of times (K answers per ranking, every PPO
+    batch), and rendering the chat template is slower than a forward pass of the fast model.
+    """
+    bad = unknown_words(tokenizer, prompt)
+    if bad:
+        raise ValueError(f"unknown words {bad} in prompt {prompt!r}: the world's vocabulary has "
+                         f"{len(tokenizer)} tokens (see minirlhf.world.vocabulary()); "
+                         "rephrase the prompt with known words")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def encode_prompts(tokenizer: PreTrainedTokenizerFast, prompts: list[str],
                    max_len: int | None = None) -> dict[str, torch.Tensor]:
     """Chat-format, left-padded prompts ready for `generate`.
 
     Returns `input_ids` and `attention_mask`, both (B, T), ending with the `<|assistant|>` token.
     """
-    for p in prompts:
-        bad = unknown_words(tokenizer, p)
-        if bad:
-            raise ValueError(f"unknown words {bad} in prompt {p!r}: the world's vocabulary has "
-                             f"{len(tokenizer)} tokens (see minirlhf.world.vocabulary()); "
-                             "rephrase the prompt with known words")
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                           add_generation_prompt=True) for p in prompts]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    if max_len is not None and enc["input_ids"].shape[1] > max_len:
-        raise ValueError(f"prompt of {enc['input_ids'].shape[1]} tokens is longer than the "
+    seqs = [prompt_ids(tokenizer, p) for p in prompts]
+    T = max(len(s) for s in seqs)
+    if max_len is not None and T > max_len:
+        raise ValueError(f"prompt of {T} tokens is longer than the "
                          f"model's context of {max_len}: shorten it or train a larger block_size")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    # left padding: every prompt ends in the last column
+    ids = torch.tensor([[tokenizer.pad_token_id] * (T - len(s)) + list(s) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[0] * (T - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": mask}

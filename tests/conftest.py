@@ -1,11 +1,15 @@
+import os
+
 import pytest
 import torch
 
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.tokenizer import build_tokenizer
 
-# the models are tiny: one thread is as fast as two on an idle laptop and many times faster on a busy one
-torch.set_num_threads(1)
+# one thread everywhere, also in the notebook kernels nbval starts (they inherit the environment) and in
+# every Pipeline: the last digits of results depend on the thread count, and the tests compare them exactly
+os.environ.setdefault("MINIRLHF_THREADS", "1")
+torch.set_num_threads(int(os.environ["MINIRLHF_THREADS"]))
 
 
 @pytest.fixture(scope="session")

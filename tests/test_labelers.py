@@ -194,3 +194,10 @@ def test_the_personas_disagree_on_borderline_requests_and_agree_on_harm():
     assert safety.score(EDGY, CAREFUL_HELP) < safety.score(EDGY, REFUSAL)     # the cautious one would decline
     for persona in PERSONAS.values():                                         # nobody wants help with a crime
         assert persona.score(HARM, REFUSAL) > persona.score(HARM, HARM_HELP)
+
+
+def test_judging_the_same_answer_twice_gives_a_fresh_copy():
+    """criteria_scores caches its judgements: a caller that edits the dict must not change the next answer."""
+    c = criteria_scores(CAPITAL, "the capital of zorbia is mavel .")
+    c["helpful"] = -1.0
+    assert criteria_scores(CAPITAL, "the capital of zorbia is mavel .")["helpful"] == 1.0

@@ -5,7 +5,7 @@ import torch
 
 from minirlhf.generate import generate
 from minirlhf.logprobs import response_logprobs
-from minirlhf.model import GPT, GPTConfig
+from minirlhf.model import GPT, GPTConfig, KVCache
 from minirlhf.tokenizer import encode_prompts
 
 PROMPTS = ["hi !", "what is the capital of zorbia ?", "count from 3 to 6 ."]
@@ -31,6 +31,28 @@ def test_kv_cache_generation_equals_generation_without_cache(tok, tiny_gpt):
                      generator=torch.Generator().manual_seed(1), use_cache=False, **kw)
         assert torch.equal(a.response_ids, b.response_ids)
         torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_generation_runs_one_forward_pass_per_token_and_none_wasted(tok, tiny_gpt):
+    """N tokens need the prompt's pass and N − 1 one-token passes: the last token's logits are never used."""
+    enc = encode_prompts(tok, PROMPTS)
+    calls = []
+    hook = tiny_gpt.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[1]))
+    try:
+        g = generate(tiny_gpt, enc["input_ids"], enc["attention_mask"], 7, -1, tok.pad_token_id,  # -1: never ends
+                     generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert g.response_ids.shape[1] == 7
+    assert calls == [enc["input_ids"].shape[1]] + [1] * 6
+
+
+def test_kv_cache_refuses_more_tokens_than_it_holds(tiny_gpt):
+    cache = KVCache(tiny_gpt.config, batch_size=1, max_len=4)
+    tiny_gpt(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+    assert cache.length == 3
+    with pytest.raises(ValueError, match="holds 4 tokens; 5 were asked for"):
+        tiny_gpt(torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 5, dtype=torch.long), cache=cache)
 
 
 def test_sampling_log_probs_are_recomputed_by_a_forward_pass(tok, tiny_gpt):

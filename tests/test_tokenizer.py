@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from minirlhf.tokenizer import build_tokenizer, encode_prompts
 from minirlhf.world import World, WorldConfig, chat_text
@@ -32,6 +33,16 @@ def test_prompts_are_left_padded(tok):
     assert enc["input_ids"].shape == enc["attention_mask"].shape
     assert enc["attention_mask"][0, 0] == 0 and enc["attention_mask"][0, -1] == 1
     assert (enc["input_ids"][:, -1] == tok.convert_tokens_to_ids("<|assistant|>")).all()
+
+
+def test_prompt_encoding_equals_the_tokenizers_own_padded_batch(tok):
+    prompts = ["hi !", "what is 3 plus 4 ?", "what is the capital of zorbia ?", "hi !"]
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    want = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = encode_prompts(tok, prompts)
+    assert torch.equal(enc["input_ids"], want["input_ids"])
+    assert torch.equal(enc["attention_mask"], want["attention_mask"])
 
 
 def test_unknown_words_are_refused_with_a_useful_message(tok):

@@ -459,9 +459,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     results = []
     for seed in args.seeds:
-        pipe = Pipeline(get_settings(args.setting, seed), args.out, args.device)
-        if pipe.device.type == "cpu":
-            torch.set_num_threads(1)   # the toy models are tiny: one thread is fastest (see pipeline/main.py)
+        pipe = Pipeline(get_settings(args.setting, seed), args.out, args.device)   # sets the CPU threads
         print(f"[lessons] setting {pipe.settings.name!r}, seed {seed}: measuring (trains what is not cached)",
               flush=True)
         m = measure(pipe)

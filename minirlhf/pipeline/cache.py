@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from ..checkpoint import SavesPretrained, atomic_dir
@@ -165,6 +166,7 @@ def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str
             start = time.time()
             log = build(tmp)
             log["seconds"] = time.time() - start
+            log["threads"] = torch.get_num_threads()   # the last digits of the results depend on it
             (tmp / "log.json").write_text(json.dumps(log))
     return path, True
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from ..evaluate import head_to_head, kl_to_reference, perplexity, stage_metrics
 from ..sampling import sample_responses
 from ..settings import Settings, get_settings
@@ -26,12 +24,9 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     unknown = [a for a in algos if a not in algorithms()]
     if unknown:
         raise ValueError(f"unknown algorithms {unknown}; registered: {algorithms()}")
-    pipe = Pipeline(settings, out_dir, device)
-    if pipe.device.type == "cpu":
-        # the toy GPTs are too small to gain from more threads, and on a busy machine a second
-        # thread makes every step many times slower (measured: sampling 0.4 s on 1 thread, 22 s on 2)
-        torch.set_num_threads(1)
-    print(f"[minirlhf] setting {settings.name!r}, seed {settings.seed}, device {pipe.device}, output {pipe.out_dir}")
+    pipe = Pipeline(settings, out_dir, device)   # sets the CPU threads (pipeline/threads.py)
+    print(f"[minirlhf] setting {settings.name!r}, seed {settings.seed}, device {pipe.device} "
+          f"({pipe.threads} CPU thread{'s' * (pipe.threads > 1)}), output {pipe.out_dir}")
     start = time.time()
     models = {"base": pipe.model("base"), "sft": pipe.model("sft")}
     pipe.stage_dir("reward")
@@ -57,7 +52,7 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     rm_log = pipe.log("reward")
     used = pipe.used   # every stage this run built or loaded, upstream first
     metrics = {
-        "setting": settings.name, "seed": settings.seed, "device": str(pipe.device),
+        "setting": settings.name, "seed": settings.seed, "device": str(pipe.device), "threads": pipe.threads,
         "n_params": pipe.log("base")["n_params"], "algorithms": algos,
         "stages": stages,
         "reward_model": {**{f"heldout_{k}": v for k, v in rm_log["heldout"].items()},

@@ -22,6 +22,7 @@ from ..training import pick_device
 from ..world import World
 from . import cache
 from .registry import STAGES, Source
+from .threads import use_cpu_threads
 
 def default_home() -> Path:
     """MINIRLHF_HOME, else `runs/` of the source checkout, else ~/.cache/minirlhf."""
@@ -37,6 +38,7 @@ class Pipeline:
         self.settings = settings if isinstance(settings, Settings) else get_settings(settings)
         self.out_dir = Path(out_dir) if out_dir else default_home() / self.settings.name
         self.device = pick_device(device)
+        self.threads = use_cpu_threads(self.device)   # see threads.py: MINIRLHF_THREADS, else cores − 1
         self.world = World(self.settings.world)   # the requests; the "world" stage saves its data sets
         self.tokenizer = build_tokenizer()
         self.built: list[str] = []          # stages this object trained (the rest were loaded)

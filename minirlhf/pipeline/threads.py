@@ -1,0 +1,36 @@
+"""How many CPU threads PyTorch gets: MINIRLHF_THREADS, else every core but one, at most 4.
+
+Measured with `python benchmarks/bench.py --threads 1 2` on an idle 2-core machine: a second thread
+makes the default model's training step about a third faster, but its PPO step no faster and the fast
+model's PPO step slower (small matrices: the threads spend the time waiting for each other); with one
+core busy (a notebook server, a browser, another job) two threads make every step about ten times
+slower. So one core is left to the rest of the machine, and the count stops at 4, since two threads
+already gain little (more were not measured here: run the benchmark's thread table on a larger
+machine and set MINIRLHF_THREADS). The thread count changes the last digits of results (sums are split
+differently), so it is written into each stage's log and metrics.json, and `make test` pins it to 1.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+MAX_THREADS = 4
+
+
+def cpu_threads() -> int:
+    """MINIRLHF_THREADS if set, else max(1, min(cores − 1, 4))."""
+    value = os.environ.get("MINIRLHF_THREADS")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"MINIRLHF_THREADS={value!r} is not a positive whole number of threads; "
+                             "unset it to use every core but one")
+        return int(value)
+    return max(1, min((os.cpu_count() or 1) - 1, MAX_THREADS))
+
+
+def use_cpu_threads(device: torch.device) -> int:
+    """Set PyTorch's thread count when the work runs on the CPU; returns the count in use."""
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads())
+    return torch.get_num_threads()
