@@ -6,9 +6,10 @@ VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
 ARGS        ?=
 DIR         ?= submissions
+PYTHONS     ?= 3.10 3.12 3.13
 PY          := $(VENV)/bin/python
 
-.PHONY: setup run fast test lessons exercises grade clean
+.PHONY: setup run fast test test-pythons lessons exercises grade clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,21 @@ fast: setup
 test: setup
 	MINIRLHF_FAST=1 MINIRLHF_THREADS=1 $(PY) -m pytest -q --nbval-lax -p no:cacheprovider $(ARGS)
 
+# Outside `make test`: on each Python of PYTHONS (from pyenv or PATH), in its own .venv-<version>, the tests
+# of tests/ and a fast main job. Other Pythons than 3.11 download the PyPI build of torch (a CUDA build, GBs).
+test-pythons:
+	@for v in $(PYTHONS); do \
+	  py=$$(ls -d $$HOME/.pyenv/versions/$$v*/bin/python$$v 2>/dev/null | tail -1); py=$${py:-$$(command -v python$$v)}; \
+	  test -n "$$py" || { echo "python$$v not found: install it (pyenv install $$v) or leave it out of PYTHONS"; exit 1; }; \
+	  echo "== Python $$v: $$py"; \
+	  { test -x .venv-$$v/bin/python || $$py -m venv .venv-$$v; } && \
+	  .venv-$$v/bin/python -m pip install --quiet --upgrade pip && \
+	  .venv-$$v/bin/python -m pip install --quiet "$(TORCH_SPEC)" && \
+	  .venv-$$v/bin/python -m pip install --quiet -e ".[notebooks,test]" && \
+	  MINIRLHF_FAST=1 MINIRLHF_THREADS=1 MINIRLHF_HOME=runs-py$$v .venv-$$v/bin/python -m pytest -q -p no:cacheprovider tests && \
+	  MINIRLHF_THREADS=1 MINIRLHF_HOME=runs-py$$v .venv-$$v/bin/python -m minirlhf run --fast || exit 1; \
+	done
+
 lessons: setup
 	$(PY) -m minirlhf lessons --setting fast --seeds 0 1 2 $(ARGS)
 
@@ -39,4 +55,4 @@ grade: setup
 	$(PY) -m minirlhf grade $(DIR) $(ARGS)
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs runs-py* .pytest_cache

@@ -227,14 +227,22 @@ def gold_score(req: Request, response: str, ended: bool = True) -> float:
     return GOLD.score(req, response, ended)
 
 
+TIE = 1e-9   # score differences this small are rounding, not a preference
+
+
+def preference(labeler: Labeler, req: Request, r1: str, e1: bool, r2: str, e2: bool) -> int:
+    """+1 if the labeler (without noise) prefers answer 1 to answer 2, −1 if answer 2, 0 on a tie."""
+    d = labeler.score(req, r1, e1) - labeler.score(req, r2, e2)
+    return 0 if abs(d) <= TIE else 1 if d > 0 else -1
+
+
+def disputed(a: Labeler, b: Labeler, req: Request, r1: str, e1: bool, r2: str, e2: bool) -> bool:
+    """True when the two labelers (without noise) each prefer a different answer of the pair."""
+    return preference(a, req, r1, e1, r2, e2) * preference(b, req, r1, e1, r2, e2) < 0
+
+
 def disagreement_rate(a: Labeler, b: Labeler, items: list[tuple[Request, str, bool, str, bool]]) -> float:
     """Share of response pairs (req, resp1, ended1, resp2, ended2) that a and b order differently
     (without noise; pairs either of them scores as a tie are skipped)."""
-    differ = total = 0
-    for req, r1, e1, r2, e2 in items:
-        da = a.score(req, r1, e1) - a.score(req, r2, e2)
-        db = b.score(req, r1, e1) - b.score(req, r2, e2)
-        if abs(da) > 1e-9 and abs(db) > 1e-9:
-            total += 1
-            differ += (da > 0) != (db > 0)
-    return differ / max(total, 1)
+    decided = [it for it in items if preference(a, *it) and preference(b, *it)]
+    return sum(disputed(a, b, *it) for it in decided) / max(len(decided), 1)

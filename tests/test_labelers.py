@@ -3,7 +3,8 @@ import random
 
 import pytest
 
-from minirlhf.labelers import GOLD, PERSONAS, criteria_scores, disagreement_rate, gold_score
+from minirlhf.labelers import (GOLD, PERSONAS, criteria_scores, disagreement_rate, disputed, gold_score,
+                               preference)
 from minirlhf.world import REFUSAL, Request, ideal_response
 
 CAPITAL = Request("fact", "what is the capital of zorbia ?", "mavel", "zorbia")
@@ -194,6 +195,17 @@ def test_the_personas_disagree_on_borderline_requests_and_agree_on_harm():
     assert safety.score(EDGY, CAREFUL_HELP) < safety.score(EDGY, REFUSAL)     # the cautious one would decline
     for persona in PERSONAS.values():                                         # nobody wants help with a crime
         assert persona.score(HARM, REFUSAL) > persona.score(HARM, HARM_HELP)
+
+
+def test_a_pair_is_disputed_when_each_persona_prefers_a_different_answer():
+    helpful, safety = PERSONAS["helpful_first"], PERSONAS["safety_first"]
+    pair = (EDGY, CAREFUL_HELP, True, REFUSAL, True)
+    assert (preference(helpful, *pair), preference(safety, *pair)) == (1, -1)
+    assert disputed(helpful, safety, *pair) and disputed(safety, helpful, *pair)
+    assert not disputed(helpful, safety, HARM, REFUSAL, True, HARM_HELP, True)   # both prefer the refusal
+    same = (EDGY, REFUSAL, True, REFUSAL, True)
+    assert preference(helpful, *same) == 0 and not disputed(helpful, safety, *same)   # a tie disputes nothing
+    assert disagreement_rate(helpful, safety, [pair, same, (HARM, REFUSAL, True, HARM_HELP, True)]) == 0.5
 
 
 def test_judging_the_same_answer_twice_gives_a_fresh_copy():

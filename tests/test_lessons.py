@@ -157,6 +157,27 @@ def test_a_notebook_asking_for_an_unknown_claim_is_told_the_names():
         lessons.check(None, ["rlhf_beats_sfft"])
 
 
+def test_a_notebooks_checks_share_one_set_of_measurements(monkeypatch):
+    """Two checks on one pipeline sample each model's answers once; a new pipeline measures afresh."""
+    class Pipe:
+        def __init__(self):
+            self.trained = []
+
+        def stage_dir(self, name):
+            self.trained.append(name)
+
+    measured = []
+    monkeypatch.setattr(lessons, "measure", lambda pipe, claims: measured.append(pipe) or object())
+    monkeypatch.setattr(lessons, "evaluate_claims", lambda m, claims: [])
+    monkeypatch.setattr(lessons, "format_table", lambda results: "")
+    one, two = Pipe(), Pipe()
+    lessons.check(one, ["rlhf_beats_sft"])
+    lessons.check(one, ["rm_agrees_with_gold"])
+    lessons.check(two, ["rlhf_beats_sft"])
+    assert measured == [one, two]
+    assert "reward" in one.trained   # the second claim's runs are still trained before it is measured
+
+
 def test_every_claim_names_the_runs_it_reads():
     for c in lessons.CLAIMS:
         assert c.runs and set(c.runs) <= set(lessons.RUNS), c.name

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
@@ -27,7 +28,8 @@ import numpy as np
 import torch
 
 from ..evaluate import document_nlls, response_kls
-from ..labelers import PERSONAS
+from ..labelers import PERSONAS, preference
+from ..labelers import disputed as is_disputed
 from ..reward import encode_dialogues, pair_agreements
 from ..rlhf import score_answers
 from ..sampling import sample_responses
@@ -98,6 +100,12 @@ RM_JUDGED_ON = {"reward": ("reward", "reward"), "round1_on_policy": ("reward", "
                 "round2_on_hacked": ("reward_round2_long_no_kl", "reward_round2_long_no_kl")}
 
 
+def train_runs(pipe, claims=None) -> None:
+    """Train (or load) the runs the claims read (default: every claim's), before any no-grad measuring."""
+    for name in sorted({r for c in (CLAIMS if claims is None else claims) for r in c.runs}, key=RUNS.index):
+        pipe.stage_dir(name)
+
+
 def measure(pipe, claims=None) -> Measurements:
     """Train (or load) the runs `claims` read (default: every claim's), and measure them lazily: each
     model's answers, KLs, perplexities… are computed when a claim (or a notebook) first reads them."""
@@ -105,8 +113,7 @@ def measure(pipe, claims=None) -> Measurements:
     ev, reqs = st.eval, pipe.requests("eval")
     prompts, S, seed = [r.prompt for r in reqs], ev.samples_per_prompt, st.seed + ev.seed_offset
     P = len(reqs)
-    for name in sorted({r for c in (CLAIMS if claims is None else claims) for r in c.runs}, key=RUNS.index):
-        pipe.stage_dir(name)   # train what is missing first, outside the no-grad measuring below
+    train_runs(pipe, claims)
     docs = pipe.heldout_internet_examples()
 
     def answers(model, n=S, s=seed):
@@ -200,14 +207,12 @@ def _personas(pipe, prompts: list[str]) -> dict:
         scores = {name: rm(ids.to(rm.device), attn.to(rm.device)).tolist() for name, rm in rms.items()}
         for a in range(len(row["responses"])):
             for b in range(a + 1, len(row["responses"])):
-                ya, yb, ea, eb = row["responses"][a], row["responses"][b], row["ended"][a], row["ended"][b]
-                d1 = first.score(req, ya, ea) - first.score(req, yb, eb)
-                d2 = second.score(req, ya, ea) - second.score(req, yb, eb)
+                pair = (req, row["responses"][a], row["ended"][a], row["responses"][b], row["ended"][b])
                 pairs[i] += 1
-                if d1 * d2 < 0:
+                if is_disputed(first, second, *pair):
                     disputed[i] += 1
                     for name, s in scores.items():
-                        side[name][i] += (s[a] - s[b]) * d1 > 0
+                        side[name][i] += (s[a] - s[b]) * preference(first, *pair) > 0
     return {"pairs": pairs, "disputed": disputed, "side": side}
 
 
@@ -432,6 +437,9 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # pipe -> its (lazy) Measurements
+
+
 def check(pipe, names: list[str]) -> list[dict]:
     """For a notebook: the named claims, measured on `pipe`'s setting and seed exactly as the ledger
     measures them (same answers, same bootstrap draws), printed as its table and returned."""
@@ -440,9 +448,14 @@ def check(pipe, names: list[str]) -> list[dict]:
     if unknown:
         raise KeyError(f"no claim named {unknown}; the claims are {list(by_name)}")
     claims = [by_name[n] for n in names]
-    results = evaluate_claims(measure(pipe, claims), claims)
+    if pipe in _MEASURED:   # a notebook's later checks reuse the answers its earlier ones sampled
+        train_runs(pipe, claims)
+    else:
+        _MEASURED[pipe] = measure(pipe, claims)
+    results = evaluate_claims(_MEASURED[pipe], claims)
     print(format_table(results))
     return results
+
 
 
 def main(argv=None) -> int:
