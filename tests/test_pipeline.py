@@ -53,6 +53,8 @@ def test_metrics_json_has_what_the_course_promises(fast_metrics):
     assert {"world", "base", "sft", "reward", "rlhf", "evaluation", "this_run"} <= set(saved["timing_s"])
     for f in ("report.md", "losses.png", "ppo.png", "stages.png"):
         assert (home / f).stat().st_size > 0
+    # the thread count the results were computed with (the tests pin 1: conftest.py), in the metrics and report
+    assert saved["threads"] == 1 and "(1 CPU thread)" in (home / "report.md").read_text().splitlines()[0]
 
 
 def test_reward_model_beats_chance_against_gold(fast_metrics):

@@ -27,7 +27,8 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
     plot_stages({n: metrics["stages"][n] for n in names}, out / "stages.png")
 
     st, rm, tax, t = metrics["stages"], metrics["reward_model"], metrics["alignment_tax"], metrics["timing_s"]
-    lines = [f"# minirlhf run: setting `{metrics['setting']}`, seed {metrics['seed']}, device {metrics['device']}",
+    lines = [f"# minirlhf run: setting `{metrics['setting']}`, seed {metrics['seed']}, device {metrics['device']} "
+             f"({metrics['threads']} CPU thread{'s' * (metrics['threads'] > 1)})",
              "", f"Model: {metrics['n_params']:,} parameters. This run took {t['this_run']:.0f} s.", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in METRICS:
