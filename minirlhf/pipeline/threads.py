@@ -1,8 +1,8 @@
 """How many CPU threads PyTorch gets: MINIRLHF_THREADS, else every core but one, at most 4.
 
-Measured with `python benchmarks/bench.py --threads 1 2` on an idle 2-core machine: a second thread
-makes the default model's training step about a third faster, but its PPO step no faster and the fast
-model's PPO step slower (small matrices: the threads spend the time waiting for each other); with one
+Measured with `python benchmarks/bench.py --threads 1 2` on an idle 2-core machine (three runs, README):
+a second thread makes the default model's training step 8–46% faster and its PPO step 0–30% faster,
+but the fast model's PPO step 15–30% slower (small matrices: the threads wait for each other); with one
 core busy (a notebook server, a browser, another job) two threads make every step about ten times
 slower. So one core is left to the rest of the machine, and the count stops at 4, since two threads
 already gain little (more were not measured here: run the benchmark's thread table on a larger
