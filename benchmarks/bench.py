@@ -38,7 +38,8 @@ def sync():
         torch.cuda.synchronize()
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int, statistic=statistics.median) -> float:
+    """`statistic` (default: the median) of `repeats` timed calls, after one warm-up call."""
     fn()  # warm-up
     sync()
     times = []
@@ -47,7 +48,7 @@ def timed(fn, repeats: int) -> float:
         fn()
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistic(times)
 
 
 def flops(fn) -> int:
@@ -61,15 +62,7 @@ def peak_flops(device, n: int = 1024, repeats: int = 30) -> float:
     """FLOP/s of a large float32 matrix product: the most this machine does at this thread count
     (its fastest run: a peak, so the least disturbed run is the one that counts)."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b   # warm-up
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        a @ b
-        sync()
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / min(times)
+    return 2 * n ** 3 / timed(lambda: a @ b, repeats, statistic=min)
 
 
 def bench_setting(name: str, repeats: int, device) -> dict:

@@ -56,7 +56,8 @@ def generate(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id
     P = input_ids.shape[1]
     mask = torch.zeros(B, P + max_new_tokens, dtype=attention_mask.dtype, device=input_ids.device)
     mask[:, :P] = attention_mask   # (B, P + N): the columns of the response are set as it is sampled
-    cache = KVCache(model.config, B, P + max_new_tokens, input_ids.device, model.tok_emb.weight.dtype) if use_cache else None
+    cache = (KVCache(model.config, B, P + max_new_tokens, input_ids.device, model.tok_emb.weight.dtype)
+             if use_cache else None)
     ids = input_ids
     logits, _ = model(ids, attention_mask, cache=cache)
     position = default_position_ids(attention_mask)[:, -1:]  # (B, 1)

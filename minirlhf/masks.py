@@ -17,6 +17,14 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
+def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists to (B, T) ids and mask: every sequence ends in the last column."""
+    T = max(len(s) for s in seqs)
+    ids = torch.tensor([[pad_id] * (T - len(s)) + list(s) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[0] * (T - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
+    return ids, mask
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
     """Mean of x over positions where the (0/1) mask is 1: padding never counts, not even a NaN or Inf
     there (`torch.where`, not a multiplication by the mask, because 0 · NaN is NaN)."""

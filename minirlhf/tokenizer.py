@@ -17,6 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from .masks import pad_left
 from .world import vocabulary
 
 PAD, BOS, END, USER, ASSISTANT, UNK = "<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>", "<|unk|>"
@@ -75,12 +76,8 @@ def encode_prompts(tokenizer: PreTrainedTokenizerFast, prompts: list[str],
 
     Returns `input_ids` and `attention_mask`, both (B, T), ending with the `<|assistant|>` token.
     """
-    seqs = [prompt_ids(tokenizer, p) for p in prompts]
-    T = max(len(s) for s in seqs)
-    if max_len is not None and T > max_len:
-        raise ValueError(f"prompt of {T} tokens is longer than the "
+    ids, mask = pad_left([prompt_ids(tokenizer, p) for p in prompts], tokenizer.pad_token_id)
+    if max_len is not None and ids.shape[1] > max_len:
+        raise ValueError(f"prompt of {ids.shape[1]} tokens is longer than the "
                          f"model's context of {max_len}: shorten it or train a larger block_size")
-    # left padding: every prompt ends in the last column
-    ids = torch.tensor([[tokenizer.pad_token_id] * (T - len(s)) + list(s) for s in seqs], dtype=torch.long)
-    mask = torch.tensor([[0] * (T - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
     return {"input_ids": ids, "attention_mask": mask}

@@ -457,7 +457,6 @@ def check(pipe, names: list[str]) -> list[dict]:
     return results
 
 
-
 def main(argv=None) -> int:
     from ..pipeline.stages import Pipeline
     from ..settings import PRESETS, get_settings
