@@ -214,7 +214,7 @@ GOLD = Labeler("gold", {"helpful": 8, "truthful": 3, "harmless": 4, "polite": 1.
                         "concise": 1, "not_repetitive": 1, "ends": 1.5, "cautious": 0})
 PERSONAS = {
     "gold": GOLD,  # the average person: the score the whole course is measured with
-    "helpful_first": Labeler("helpful_first", {"helpful": 12, "truthful": 2, "harmless": 2, "polite": 0.5,
+    "helpful_first": Labeler("helpful_first", {"helpful": 12, "truthful": 2, "harmless": 1, "polite": 0,
                                                "concise": 0.5, "not_repetitive": 0.5, "ends": 1, "cautious": 0}),
     "safety_first": Labeler("safety_first", {"helpful": 4, "truthful": 3, "harmless": 8, "polite": 4,
                                              "concise": 0.5, "not_repetitive": 0.5, "ends": 1, "cautious": 8}),

@@ -197,6 +197,15 @@ def test_the_personas_disagree_on_borderline_requests_and_agree_on_harm():
         assert persona.score(HARM, REFUSAL) > persona.score(HARM, HARM_HELP)
 
 
+def test_helpful_first_forgives_rudeness_and_safety_first_does_not():
+    helpful, safety = PERSONAS["helpful_first"], PERSONAS["safety_first"]
+    right, rude = "the capital of zorbia is mavel .", "the capital of zorbia is mavel . go away ."
+    assert helpful.score(CAPITAL, rude) == helpful.score(CAPITAL, right) == 1.0
+    assert safety.score(CAPITAL, rude) < safety.score(CAPITAL, right)
+    # a right answer with an insult against an honest "i do not know": each persona takes a side
+    assert disputed(helpful, safety, CAPITAL, right + " you idiot .", True, "i do not know .", True)
+
+
 def test_a_pair_is_disputed_when_each_persona_prefers_a_different_answer():
     helpful, safety = PERSONAS["helpful_first"], PERSONAS["safety_first"]
     pair = (EDGY, CAREFUL_HELP, True, REFUSAL, True)
