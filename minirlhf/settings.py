@@ -57,8 +57,8 @@ PRESETS = {
         reward=RewardConfig(k=9, n_rankings=1200, epochs=5, lr=6e-4),
         # lr 2e-4: at 1e-4 (and 120 long steps) the β = 0 runs of notebook 06 had not over-optimised on 2 seeds of 3
         ppo=PPOConfig(steps=60, batch_size=32, minibatch_size=16, lr=2e-4, value_lr=3e-4),
-        # 24 answers per held-out prompt: with 82 prompts (2 of them greetings, weighing 1/7 of the mean) the
-        # answers' own noise dominates the standard error of a difference between two policies
+        # 24 answers per held-out prompt: with 82 prompts (2 of them greetings, weighing 1/7 of the mean) and 8
+        # answers, much of the standard error of a difference between two policies was the answers' own noise
         eval=EvalConfig(samples_per_prompt=24, n_heldout_docs=200)),
     "default": Settings(name="default"),
     "gpu": Settings(
