@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pipeline.registry import algorithms
+    from .pipeline.registry import ALIASES, algorithms
     from .settings import PRESETS
 
     parser = argparse.ArgumentParser(prog="minirlhf", description=__doc__,
@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--out", help="output folder (default: runs/<setting>)")
     p_run.add_argument("--seed", type=int, default=None)
     p_run.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
-    p_run.add_argument("--algorithms", nargs="+", choices=algorithms(), metavar="ALGORITHM",
-                       help=f"registered algorithms to train and evaluate (default: all: {' '.join(algorithms())})")
+    p_run.add_argument("--algorithms", nargs="+", choices=algorithms() + list(ALIASES), metavar="ALGORITHM",
+                       help=f"registered algorithms to train and evaluate (default: all: {' '.join(algorithms())}; "
+                            + ", ".join(f"{k} = {v}" for k, v in ALIASES.items()) + ")")
     sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (see --help of the subcommand)")
     sub.add_parser("lessons",
                    help="the lessons ledger: every lesson as a measured claim (see --help of the subcommand)")

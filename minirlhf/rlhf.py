@@ -21,13 +21,13 @@ from tqdm.auto import tqdm
 
 from . import ppo
 from .kl import AdaptiveKLController, FixedKLController, kl_k3
+from .heldout import HeldoutCurve
 from .labelers import gold_score
 from .logprobs import entropy_from_logits, gather_logprobs, response_logits
 from .masks import masked_mean, pad_right
 from .pretrain import document_examples
-from .reward import RewardModel, encode_dialogues
+from .reward import RewardModel
 from .rollout import Rollout, rollout
-from .sampling import sample_responses
 from .training import check_finite, lm_loss, make_optimizer, set_seed
 
 
@@ -213,28 +213,6 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     return history
 
 
-@torch.no_grad()
-def score_answers(reward_model, tokenizer, rows: list[dict], no_end_score: float | None) -> list[float]:
-    """The score PPO gives answers (rows of `sample_responses`): r_RM(x, y), or no_end_score where y
-    never ended (None: the reward model's score everywhere), as `rollout` scores them."""
-    ids, attn = encode_dialogues(tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
-                                 [r["ended"] for r in rows])
-    reward = reward_model(ids.to(reward_model.device), attn.to(reward_model.device)).tolist()
-    if no_end_score is None:
-        return reward
-    return [x if r["ended"] else no_end_score for x, r in zip(reward, rows)]
-
-
-def heldout_answers(policy, reward_model, tokenizer, requests, n_samples: int, max_new_tokens: int,
-                    no_end_score: float | None, seed: int) -> dict:
-    """The policy's answers to held-out prompts, n_samples each: their gold and reward-model scores."""
-    rows = sample_responses(policy, tokenizer, requests, n_samples, max_new_tokens, seed=seed)
-    return {"gold": [r["gold"] for r in rows], "reward": score_answers(reward_model, tokenizer, rows, no_end_score)}
-
-
-HELDOUT_SEED_OFFSET = 10   # checkpoints sample held-out answers with the seed + 10, as the evaluation does
-
-
 def ppo_stage(policy, reference, reward_model: RewardModel, tokenizer, requests, cfg: PPOConfig, seed: int = 0,
               ptx_texts=(), desc: str = "ppo", heldout_requests=(), heldout_checkpoints: int = 0,
               heldout_samples: int = 8) -> dict:
@@ -245,27 +223,20 @@ def ppo_stage(policy, reference, reward_model: RewardModel, tokenizer, requests,
     cfg.ptx_docs are used) are needed for PPO-ptx (cfg.ptx_coef > 0). With `heldout_checkpoints` = C > 0,
     the policy answers every held-out request `heldout_samples` times at C + 1 evenly spaced steps (the
     first and the last included), always with the same random stream: the log's "heldout_history" holds
-    the gold and reward-model scores of those answers (rows in the order of `heldout_requests`, each
-    request's samples together), the curve that shows over-optimisation on prompts PPO never saw.
+    the gold and reward-model scores and the KL to `reference` of those answers (heldout.HeldoutCurve),
+    the curve that shows over-optimisation on prompts PPO never saw.
     Returns {"model": the policy, "value_model": the trained value model, "log": {"history", "ppo", ...}}.
     """
     ptx = None
     if cfg.ptx_coef > 0:
         ptx = document_examples(tokenizer, list(ptx_texts[:cfg.ptx_docs]), policy.config.block_size)
     value_model = value_model_from_reward_model(reward_model)
-    checkpoints = sorted({round(i * cfg.steps / heldout_checkpoints) for i in range(heldout_checkpoints + 1)}
-                         if heldout_checkpoints else [])
-    heldout_history = []
-
-    def measure(step, model):
-        if step in checkpoints:
-            heldout_history.append({"step": step, **heldout_answers(
-                model, reward_model, tokenizer, heldout_requests, heldout_samples, cfg.max_new_tokens,
-                cfg.no_end_score, seed + HELDOUT_SEED_OFFSET)})
-    measure(0, policy)
+    curve = HeldoutCurve(reward_model, reference, tokenizer, heldout_requests, cfg.steps, heldout_checkpoints,
+                         heldout_samples, cfg.max_new_tokens, cfg.no_end_score, seed)
+    curve(0, policy)
     history = train_ppo(policy, reference, reward_model, value_model, tokenizer, requests, cfg, seed,
-                        ptx_examples=ptx, desc=desc, after_step=measure)
+                        ptx_examples=ptx, desc=desc, after_step=curve)
     log = {"history": history, "ppo": asdict(cfg)}
-    if heldout_history:
-        log["heldout_history"] = heldout_history
+    if curve.history:
+        log["heldout_history"] = curve.history
     return {"model": policy, "value_model": value_model, "log": log}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .dpo import DPOConfig
 from .model import GPTConfig
 from .pretrain import PretrainConfig
 from .reward import RewardConfig
@@ -39,6 +40,7 @@ class Settings:
     sft: SFTConfig = field(default_factory=SFTConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def with_seed(self, seed: int) -> "Settings":

@@ -24,6 +24,25 @@ class BlankController:
 
 # ---------------------------------------------------------------- student-style implementations
 
+def dpo(chosen, rejected, ref_chosen, ref_rejected, beta, sign=1.0, use_ref=True, use_beta=True, reduce=torch.mean):
+    margin = (chosen - ref_chosen * use_ref) - (rejected - ref_rejected * use_ref)
+    return -reduce(F.logsigmoid(sign * (beta if use_beta else 1.0) * margin))
+
+
+def rloo(R, divide_by_g=False, include_self=False):
+    G = R.shape[1]
+    if include_self:
+        return R - R.mean(1, keepdim=True)
+    return R - (R.sum(1, keepdim=True) - R) / (G if divide_by_g else G - 1)
+
+
+def grpo(scores, unbiased=True, eps=1e-4, per_group=True):
+    if not per_group:
+        return (scores - scores.mean()) / (scores.std() + eps)
+    std = scores.std(1, keepdim=True, unbiased=unbiased)
+    return (scores - scores.mean(1, keepdim=True)) / (std + eps)
+
+
 def response_logprobs(logits, input_ids, response_start, response_mask, temperature=1.0, shift=1,
                       use_mask=True, use_temperature=True):
     logits = logits[:, response_start - shift:logits.shape[1] - shift]
@@ -178,6 +197,24 @@ CASES = {
         ((wrong(policy_loss, objective=torch.max),), "optimistic"),
         ((wrong(policy_loss, use_mask=False),), "padding positions contribute to your mean"),
         ((wrong(policy_loss, detach=True),), "cut off from autograd"),
+    ]),
+    "dpo_loss": (checks.check_dpo_loss, (dpo,), [
+        ((lambda c, r, rc, rr, b: dpo(rc, rr, c, r, b),), "wrong way round"),
+        ((lambda c, r, rc, rr, b: dpo(c, r, rc, rr, b, sign=-1.0),), "rejected answer with the chosen one"),
+        ((lambda c, r, rc, rr, b: dpo(c, r, rc, rr, b, use_beta=False),), "forgot β"),
+        ((lambda c, r, rc, rr, b: dpo(c, r, rc, rr, b, use_ref=False),), "left out the reference model"),
+        ((lambda c, r, rc, rr, b: dpo(c, r, rc, rr, b, reduce=torch.sum),), "summed over pairs"),
+        ((lambda c, r, rc, rr, b: -torch.log(torch.sigmoid(b * ((c - rc) - (r - rr)))).mean(),), "F.logsigmoid"),
+        ((lambda c, r, rc, rr, b: dpo(c.detach(), r, rc, rr, b),), "cut off from autograd"),
+    ]),
+    "group_advantages": (checks.check_group_advantages, (rloo, grpo), [
+        ((lambda R: rloo(R, include_self=True), grpo), "includes the answer itself"),
+        ((lambda R: rloo(R, divide_by_g=True), grpo), "there are G − 1 other answers"),
+        ((lambda R: R - (R.sum(0, keepdim=True) - R) / (R.shape[0] - 1), grpo), "averaged over the prompts"),
+        ((rloo, lambda s: s - s.mean(1, keepdim=True)), "did not divide by the group's standard deviation"),
+        ((rloo, lambda s: grpo(s, unbiased=False)), "population std"),
+        ((rloo, lambda s: grpo(s, per_group=False)), "over the whole batch"),
+        ((rloo, lambda s: grpo(s, eps=0.0)), "add ε = 1e-4"),
     ]),
     "value_loss": (checks.check_value_loss, (value_loss,), [
         ((wrong(value_loss, select=torch.min),), "not the min"),

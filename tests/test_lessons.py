@@ -1,6 +1,5 @@
 """The lessons ledger's arithmetic, checked against hand computations (the runs themselves are measured
 by `python -m minirlhf lessons`)."""
-import itertools
 import math
 
 import numpy as np
@@ -9,7 +8,6 @@ import torch
 from datasets import Dataset
 
 import minirlhf.reward as reward
-import minirlhf.rlhf as rlhf
 from minirlhf.course import lessons
 from minirlhf.course.lessons import Claim, Measurements, evaluate_claims
 from minirlhf.evaluate import head_to_head
@@ -62,56 +60,6 @@ def test_bootstrap_keeps_the_number_of_prompts_of_each_kind():
 def test_margins_are_per_setting_where_the_targets_differ():
     c = Claim("c", "", lambda m, idx: 0.0, {"fast": 0.7, "default": 0.8})
     assert (c.margin_for("fast"), c.margin_for("default"), c.margin_for("gpu")) == (0.7, 0.8, 0.8)
-
-
-def test_best_of_n_matches_drawing_n_answers_by_brute_force(monkeypatch):
-    # one prompt, a pool of 6 answers: "a" three times, "b" twice, "c" once; the reward model ties b and c
-    pool = ["a", "a", "a", "b", "b", "c"]
-    reward = {"a": 0.0, "b": 1.0, "c": 1.0}
-    gold = {"a": 0.2, "b": 0.6, "c": 1.0}
-    share = {y: pool.count(y) / len(pool) for y in reward}
-    n = 3
-    pick = dict.fromkeys(reward, 0.0)
-    for draw in itertools.product(range(len(pool)), repeat=n):          # every ordered draw of n pool answers
-        best = max(reward[pool[i]] for i in draw)
-        winners = [pool[i] for i in draw if reward[pool[i]] == best]
-        for y in winners:                                                # a tie is broken at random
-            pick[y] += (1 / len(pool)) ** n / len(winners)
-    expected_gold = sum(pick[y] * gold[y] for y in pick)
-    expected_kl = sum(pick[y] * math.log(pick[y] / share[y]) for y in pick)
-
-    class FakePipe:
-        class settings:
-            class ppo:
-                no_end_score = None
-
-        tokenizer = None
-
-        @staticmethod
-        def model(name):
-            return FakeRM()
-
-    class FakeRM:
-        device = "cpu"
-
-        def __call__(self, ids, attn):
-            return torch.tensor([reward[y] for y in ids])
-
-    rows = [{"prompt": "p", "response": y, "ended": True, "gold": gold[y]} for y in pool]
-    monkeypatch.setattr(lessons, "BEST_OF_POOL", len(pool))
-    monkeypatch.setattr(lessons, "BEST_OF", (1, n))
-    monkeypatch.setattr(rlhf, "encode_dialogues", lambda tok, prompts, responses, ended: (_Ids(responses),) * 2)
-    out = lessons._best_of_n(FakePipe, rows, 1)
-    assert out["gold"][1, 0] == pytest.approx(expected_gold)
-    assert out["kl"][1, 0] == pytest.approx(expected_kl)
-    assert out["gold"][0, 0] == pytest.approx(sum(share[y] * gold[y] for y in share))  # best-of-1: one answer
-    assert out["kl"][0, 0] == pytest.approx(0.0)
-    assert out["kl"][1, 0] <= math.log(n) - (n - 1) / n
-
-
-class _Ids(list):
-    def to(self, device):
-        return self
 
 
 def test_rm_agreement_counts_ties_half_and_skips_gold_ties(monkeypatch):

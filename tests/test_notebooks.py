@@ -1,4 +1,4 @@
-"""The notebooks as a product: all nine present and in order, each one a lecture with learning goals,
+"""The notebooks as a product: all ten present and in order, each one a lecture with learning goals,
 the setting it runs in, and check-your-understanding questions — and stored WITHOUT outputs.
 
 Storage policy (notebooks/README.md): the committed .ipynb files carry no outputs and no execution
@@ -21,10 +21,10 @@ def _markdown(nb) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "markdown"]
 
 
-def test_the_nine_notebooks_are_numbered_00_to_08():
+def test_the_ten_notebooks_are_numbered_00_to_09():
     names = [p.name for p in PATHS]
-    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(9)], (
-        f"expected notebooks 00_… to 08_… in notebooks/, found {names}")
+    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(10)], (
+        f"expected notebooks 00_… to 09_… in notebooks/, found {names}")
     assert not [p.name for p in NOTEBOOKS.glob("*.ipynb") if p not in PATHS], \
         "every notebook in notebooks/ should be numbered (NN_name.ipynb)"
 

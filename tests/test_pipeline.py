@@ -46,12 +46,23 @@ def test_metrics_json_has_what_the_course_promises(fast_metrics):
     for stage in ("base", "sft", "rlhf", "rlhf_no_kl"):
         for key in ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "toxic_rate"):
             assert 0.0 <= saved["stages"][stage][key] <= 1.0
+    assert set(saved["algorithms"]) == {"rlhf", "rlhf_no_kl", "dpo", "rloo", "grpo", "bon"}
     for algo in saved["algorithms"]:
-        assert {"win_rate_vs_sft", "kl_to_sft", "training"} <= set(saved["stages"][algo])
+        assert {"win_rate_vs_sft", "kl_to_sft"} <= set(saved["stages"][algo])
+    for algo in ("rlhf", "rlhf_no_kl", "rloo", "grpo"):   # RL: where the proxy and gold started and ended
+        assert {"rm_score_first", "gold_last"} <= set(saved["stages"][algo]["training"])
+    # the frontier: ≥ 5 points per algorithm, the best-of-n KLs within the bound, a fit with its R²
+    front = saved["frontier"]
+    assert set(front) == {"rlhf", "dpo", "rloo", "grpo", "bon"}
+    for algo, f in front.items():
+        assert sum(len(p["kl"]) for p in f["runs"].values()) >= 5, algo
+        assert f["fit"]["n_points"] >= 6 and f["fit"]["r2"] <= 1.0, algo
+    assert all(k <= b + 1e-9 for k, b in zip(front["bon"]["runs"]["bon"]["kl"], front["bon"]["kl_bound"]))
+    assert max(k for p in front["rlhf"]["runs"].values() for k in p["kl"]) > 10 * saved["stages"]["rlhf"]["kl_to_sft"]
     assert "heldout_accuracy_gold" in saved["reward_model"]
     assert {"ppl_base", "ppl_sft", "ppl_rlhf"} <= set(saved["alignment_tax"])
     assert {"world", "base", "sft", "reward", "rlhf", "evaluation", "this_run"} <= set(saved["timing_s"])
-    for f in ("report.md", "losses.png", "ppo.png", "stages.png"):
+    for f in ("report.md", "losses.png", "ppo.png", "stages.png", "frontier.png"):
         assert (home / f).stat().st_size > 0
     # the thread count the results were computed with (the tests pin 1: conftest.py), in the metrics and report
     assert saved["threads"] == 1 and "(1 CPU thread)" in (home / "report.md").read_text().splitlines()[0]
@@ -63,20 +74,27 @@ def test_reward_model_beats_chance_against_gold(fast_metrics):
 
 # -- the cache's keys: exactly the stages that read a thing change when it changes ---------------
 
-CHECKED = ["world", "base", "sft", "reward", "rlhf", "rlhf_no_kl", "reward_round2", "rlhf_round2"]
-AFTER_REWARD = {"reward", "rlhf", "rlhf_no_kl", "reward_round2", "rlhf_round2"}
+CHECKED = ["world", "base", "sft", "reward", "rlhf", "rlhf_no_kl", "reward_round2", "rlhf_round2",
+           "dpo", "rloo", "grpo", "bon"]
 RL = {"rlhf", "rlhf_no_kl", "reward_round2", "rlhf_round2"}   # round 2 starts from the rlhf policy
+GROUP = {"rloo", "grpo"}                                       # group-baseline RL: rollouts and PPO's clipped loss
+AFTER_PPO = {"dpo", "bon"} | GROUP                             # notebook 09: from SFT and the reward stage
+AFTER_REWARD = {"reward"} | RL | AFTER_PPO
 ALL, AFTER_BASE, AFTER_SFT = set(CHECKED), set(CHECKED) - {"world"}, set(CHECKED) - {"world", "base"}
-# written by hand from what each recipe runs (not computed from the code under test)
+# written by hand from what each recipe runs (not computed from the code under test); every RL and notebook-09
+# stage watches its policy on held-out prompts (heldout.py, which measures the KL with evaluate.py)
 MODULE_READERS = {
     "world": ALL, "tokenizer": AFTER_BASE, "model": AFTER_BASE, "checkpoint": AFTER_BASE,
     "training": AFTER_BASE, "logprobs": AFTER_BASE, "masks": AFTER_BASE, "pretrain": AFTER_BASE,
     "sft": AFTER_SFT, "labelers": AFTER_REWARD, "generate": AFTER_REWARD, "sampling": AFTER_REWARD,
     "comparisons": AFTER_REWARD, "reward": AFTER_REWARD,
-    "kl": RL, "ppo": RL, "rollout": RL, "rlhf": RL,
+    "kl": RL | AFTER_PPO, "evaluate": RL | AFTER_PPO, "heldout": RL | AFTER_PPO,
+    "ppo": RL | GROUP, "rollout": RL | GROUP, "rlhf": RL,
+    "dpo": {"dpo"}, "group_rl": GROUP, "rloo": {"rloo"}, "grpo": {"grpo"}, "best_of_n": {"bon"},
 }
 SETTING_READERS = {"world": ALL, "model": AFTER_BASE, "pretrain": AFTER_BASE, "sft": AFTER_SFT,
-                   "reward": AFTER_REWARD, "ppo": RL, "eval.max_new_tokens": AFTER_REWARD}
+                   "reward": AFTER_REWARD, "ppo": RL | GROUP, "ppo.no_end_score": RL | AFTER_PPO,
+                   "dpo": {"dpo"}, "eval.max_new_tokens": AFTER_REWARD}
 
 
 def _keys(settings, home):
@@ -154,7 +172,7 @@ def test_each_setting_retrains_exactly_the_stages_that_read_it(tmp_path):
         changed = {stage for stage, key in _keys(variant, tmp_path).items() if key != baseline[stage]}
         expected = SETTING_READERS.get(f"{section}.{name}", SETTING_READERS.get(section) if section != "eval" else set())
         if (section, name) == ("ppo", "kl_coef"):
-            expected = RL - {"rlhf_no_kl"}   # the β = 0 run sets its own β: it does not read this one
+            expected = RL - {"rlhf_no_kl"} | GROUP   # the β = 0 run sets its own β: it does not read this one
         assert changed == expected, f"changing {section}.{name} changed the keys of {sorted(changed)}"
         n += 1
     assert n > 50

@@ -27,19 +27,17 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..best_of_n import kl_bound
 from ..evaluate import document_nlls, response_kls
 from ..labelers import PERSONAS, preference
 from ..labelers import disputed as is_disputed
+from ..pipeline.registry import BEST_OF_N
 from ..reward import encode_dialogues, pair_agreements
-from ..rlhf import score_answers
 from ..sampling import sample_responses
 
 BOOTSTRAP_DRAWS = 400
-BEST_OF = (1, 2, 4, 8)          # best-of-n from BEST_OF_POOL SFT answers per held-out prompt
-BEST_OF_POOL = 32
-BEST_OF_SEED_OFFSET = 22
 PERSONA_PAIR = ("helpful_first", "safety_first")   # notebook 08: two personas, a reward model each
-RUNS = ("base", "sft", "reward", "rlhf", "rlhf_ptx", "rlhf_long", "rlhf_long_no_kl", "reward_round2",
+RUNS = ("base", "sft", "reward", "bon", "dpo", "rloo", "grpo", "rlhf", "rlhf_ptx", "rlhf_long", "rlhf_long_no_kl", "reward_round2",
         "reward_round2_long_no_kl", *(f"reward_{p}" for p in PERSONA_PAIR))
 
 
@@ -73,7 +71,7 @@ class Measurements:
     rm: dict                           # RM_JUDGED_ON key -> {"gold": (P, 2) agreements with gold, decisive pairs;
                                        #                  "by_kind": {kind: same}}
     nll: dict                          # model -> (D, 2) summed loss and tokens of each held-out document
-    best_of: dict                      # {"gold": (len(BEST_OF), P), "kl": (len(BEST_OF), P)}
+    best_of: dict                      # the "bon" stage's frontier: {"n": [n], "gold" / "kl": (len(n), P)}
     personas: dict                     # {"pairs": (P,), "disputed": (P,), "side": {rm: (P,)}}
 
     @property
@@ -142,10 +140,8 @@ def measure(pipe, claims=None) -> Measurements:
     def nll(name):
         return np.array(document_nlls(pipe.model(name), docs, tok.pad_token_id))
 
-    @cache
-    def best_of():
-        pipe.stage_dir("reward")   # trained (if it must be) before the no-grad measuring
-        return _best_of_n(pipe, answers(pipe.model("sft"), BEST_OF_POOL, st.seed + BEST_OF_SEED_OFFSET), P)
+    def best_of(key):
+        return pipe.log("bon")["frontier"][key] if key == "n" else np.array(pipe.log("bon")["frontier"][key])
 
     @cache
     def personas():
@@ -154,39 +150,8 @@ def measure(pipe, claims=None) -> Measurements:
         return _personas(pipe, prompts)
 
     return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), len(docs), Lazy(gold),
-                        Lazy(checkpoints), Lazy(kl), Lazy(rm), Lazy(nll), Lazy(lambda k: best_of()[k]),
+                        Lazy(checkpoints), Lazy(kl), Lazy(rm), Lazy(nll), Lazy(best_of),
                         Lazy(lambda k: personas()[k]))
-
-
-@torch.no_grad()
-def _best_of_n(pipe, rows: list[dict], P: int) -> dict:
-    """Gold and KL(best-of-n ‖ SFT) per prompt, from a pool of M SFT answers per prompt.
-
-    The pool is an empirical distribution π̂: each distinct answer y with its share π̂(y). Best-of-n
-    draws n answers and keeps the reward model's favourite, so with F(y) = P(r(Y) ≤ r(y)) and
-    F⁻(y) = P(r(Y) < r(y)) it picks y with probability π_n(y) = F(y)^n − F⁻(y)^n. Then
-        gold(best-of-n) = Σ_y π_n(y)·gold(y),    KL(π_n ‖ π̂) = Σ_y π_n(y)·log(π_n(y) / π̂(y)),
-    both exact for π̂. The KL is compared with log n − (n−1)/n, the value often quoted for it, which
-    is in fact an upper bound (approached only when no two answers tie and the pool is large).
-    """
-    reward = score_answers(pipe.model("reward"), pipe.tokenizer, rows, pipe.settings.ppo.no_end_score)
-    M = BEST_OF_POOL
-    out_gold, out_kl = np.zeros((len(BEST_OF), P)), np.zeros((len(BEST_OF), P))
-    for p in range(P):
-        pool = rows[p * M:(p + 1) * M]
-        answers = {}   # distinct answer -> [share, reward, gold]
-        for row, r in zip(pool, reward[p * M:(p + 1) * M]):
-            a = answers.setdefault((row["response"], row["ended"]), [0.0, float(r), row["gold"]])
-            a[0] += 1 / M
-        share, r, gold = (np.array(x) for x in zip(*answers.values()))
-        # answers the reward model scores the same are one block: best-of-n picks within it at random
-        lower = np.array([share[r < v].sum() for v in r])
-        tied = np.array([share[r == v].sum() for v in r])
-        for a, n in enumerate(BEST_OF):
-            pick = ((lower + tied) ** n - lower ** n) * share / tied     # π_n(y)
-            out_gold[a, p] = (pick * gold).sum()
-            out_kl[a, p] = (pick * np.log(np.maximum(pick, 1e-300) / share)).sum()
-    return {"gold": out_gold, "kl": out_kl}
 
 
 @torch.no_grad()
@@ -296,13 +261,21 @@ def repair(m, on: str, idx):
 
 
 def best_of_gold_gain(m, idx):
-    g = m.best_of["gold"]
-    return kind_mean(m, g[-1], idx) - kind_mean(m, g[0], idx)
+    g, at = m.best_of["gold"], m.best_of["n"].index
+    return kind_mean(m, g[at(BEST_OF_N)], idx) - kind_mean(m, g[at(1)], idx)
 
 
 def best_of_kl_slack(m, idx):
-    n = BEST_OF[-1]
-    return (math.log(n) - (n - 1) / n) - float(m.best_of["kl"][-1][idx].mean())
+    return kl_bound(BEST_OF_N) - float(m.best_of["kl"][m.best_of["n"].index(BEST_OF_N)][idx].mean())
+
+
+def best_of_kl_near_bound(m, idx):
+    """KL(best-of-n ‖ SFT) / (log n − (n−1)/n) on the prompts whose pool of answers is ≥ 90% distinct (where
+    ties cannot hold the KL far below the bound)."""
+    mostly_distinct = idx[np.asarray(m.best_of["distinct"])[idx] >= 0.9]
+    if not len(mostly_distinct):
+        return float("nan")
+    return float(m.best_of["kl"][m.best_of["n"].index(BEST_OF_N)][mostly_distinct].mean()) / kl_bound(BEST_OF_N)
 
 
 def persona_side_gap(m, idx):
@@ -381,10 +354,15 @@ CLAIMS = [
           ("reward", "rlhf_long_no_kl", "reward_round2_long_no_kl", "reward_round2")),
     Claim("round2_repairs_rm", "08: round 2's repair after the ordinary RLHF run (printed, no direction taught)",
           lambda m, idx: repair(m, "policy", idx), None, ("reward", "reward_round2")),
-    Claim("best_of_n_gold_rises", f"08: best-of-{BEST_OF[-1]} by the reward model beats one SFT answer on gold",
-          best_of_gold_gain, 0.05, ("sft", "reward")),
-    Claim("best_of_n_kl_within_bound", f"08: KL(best-of-{BEST_OF[-1]} ‖ SFT) ≤ log n − (n−1)/n",
-          best_of_kl_slack, 0.0, ("sft", "reward"), bound=True),
+    Claim("best_of_n_gold_rises", f"08: best-of-{BEST_OF_N} by the reward model beats one SFT answer on gold",
+          best_of_gold_gain, 0.05, ("bon",)),
+    Claim("best_of_n_kl_within_bound", f"08: KL(best-of-{BEST_OF_N} ‖ SFT) ≤ log n − (n−1)/n",
+          best_of_kl_slack, 0.0, ("bon",), bound=True),
+    Claim("best_of_n_kl_near_bound", f"09: … and within 10% of it where ≥ 90% of the pool's answers are distinct",
+          best_of_kl_near_bound, 0.9, ("bon",), bound=True),
+    *(Claim(f"{algo}_beats_sft", f"09: {title} scores higher on gold than SFT",
+            lambda m, idx, algo=algo: gold_of(algo)(m, idx) - gold_of("sft")(m, idx), 0.02, ("sft", algo))
+      for algo, title in (("dpo", "DPO"), ("rloo", "RLOO"), ("grpo", "GRPO"))),
     Claim("personas_disagree", "08: the two personas order some pairs of answers differently",
           lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["pairs"][idx].sum()), 0.03,
           PERSONA_RMS),

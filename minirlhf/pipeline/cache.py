@@ -190,13 +190,14 @@ def save_artifacts(folder: Path, outputs: dict) -> dict:
 
 def load_artifact(folder: Path, name: str, device):
     """A model (by the model_type in its config.json) or a data set saved by `save_artifacts`."""
+    from ..best_of_n import BestOfN
     from ..model import GPT
     from ..reward import RewardModel
 
     path = Path(folder) / name
     if (path / "config.json").is_file():
         kind = json.loads((path / "config.json").read_text()).get("model_type")
-        cls = {GPT.model_type: GPT, RewardModel.model_type: RewardModel}.get(kind)
+        cls = {c.model_type: c for c in (GPT, RewardModel, BestOfN)}.get(kind)
         if cls is None:
             raise ValueError(f"{path} holds a model of type {kind!r}, which this version cannot load")
         return cls.from_pretrained(path, device)

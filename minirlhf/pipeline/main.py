@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import time
 
+from ..best_of_n import BestOfN
 from ..evaluate import head_to_head, kl_to_reference, perplexity, stage_metrics
 from ..sampling import sample_responses
 from ..settings import Settings, get_settings
-from .registry import STAGES, algorithms
+from ..frontier import best_of_n_points, curve_points, fit_gao, plot_frontier
+from .registry import ALIASES, FRONTIER_RUNS, STAGES, algorithms
 from .report import write_report
 from .stages import Pipeline
 
@@ -20,10 +22,10 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     """Train (or load) every stage the main job needs, evaluate the policies, write the report; returns
     the metrics. `setting`: a name ("fast", "default", "gpu"), Settings, or None for the environment's."""
     settings = setting if isinstance(setting, Settings) else get_settings(setting, seed)
-    algos = list(algorithm_names) if algorithm_names else algorithms()
+    algos = [ALIASES.get(a, a) for a in algorithm_names] if algorithm_names else algorithms()
     unknown = [a for a in algos if a not in algorithms()]
     if unknown:
-        raise ValueError(f"unknown algorithms {unknown}; registered: {algorithms()}")
+        raise ValueError(f"unknown algorithms {unknown}; registered: {algorithms()} (and {ALIASES})")
     pipe = Pipeline(settings, out_dir, device)   # sets the CPU threads (pipeline/threads.py)
     print(f"[minirlhf] setting {settings.name!r}, seed {settings.seed}, device {pipe.device} "
           f"({pipe.threads} CPU thread{'s' * (pipe.threads > 1)}), output {pipe.out_dir}")
@@ -34,16 +36,24 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
 
     eval_start = time.time()
     ev, tok, reqs = settings.eval, pipe.tokenizer, pipe.requests("eval")
-    rows = {name: sample_responses(m, tok, reqs, ev.samples_per_prompt, ev.max_new_tokens,
-                                   seed=settings.seed + ev.seed_offset) for name, m in models.items()}
+    def answers(m):   # best-of-n is a policy made of two models: it answers through its own sampler
+        sample = m.sample_responses if isinstance(m, BestOfN) else lambda *a, **k: sample_responses(m, *a, **k)
+        return sample(tok, reqs, ev.samples_per_prompt, ev.max_new_tokens, seed=settings.seed + ev.seed_offset)
+
+    rows = {name: answers(m) for name, m in models.items()}
     stages = {name: stage_metrics(r) for name, r in rows.items()}
     stages["sft"]["vs_base"] = head_to_head(rows["sft"], rows["base"])
     stages["sft"]["win_rate_vs_base"] = stages["sft"]["vs_base"]["win_rate"]
     for a in algos:
         stages[a]["vs_sft"] = head_to_head(rows[a], rows["sft"])
         stages[a]["win_rate_vs_sft"] = stages[a]["vs_sft"]["win_rate"]
-        # the KL is sampled with the setting's seed (not the evaluation stream): as in every earlier release
-        stages[a]["kl_to_sft"] = kl_to_reference(models[a], models["sft"], tok, reqs, ev.max_new_tokens, settings.seed)
+        if isinstance(models[a], BestOfN):   # exact for the empirical distribution of its pool (best_of_n.py)
+            pool = pipe.log(a)["frontier"]
+            kls = pool["kl"][pool["n"].index(models[a].config.n)]
+            stages[a]["kl_to_sft"] = sum(kls) / len(kls)
+        else:   # sampled with the setting's seed (not the evaluation stream): as in every earlier release
+            stages[a]["kl_to_sft"] = kl_to_reference(models[a], models["sft"], tok, reqs, ev.max_new_tokens,
+                                                     settings.seed)
         hist = pipe.log(a).get("history")
         if hist and {"rm_score", "gold_score"} <= set(hist[0]):   # an RL run: where proxy and gold started and ended
             stages[a]["training"] = {"rm_score_first": hist[0]["rm_score"], "rm_score_last": hist[-1]["rm_score"],
@@ -58,12 +68,37 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
         "reward_model": {**{f"heldout_{k}": v for k, v in rm_log["heldout"].items()},
                          "train_accuracy_labelers": rm_log["train"]["accuracy_labelers"],
                          "rankings": rm_log["rankings"]},
-        "alignment_tax": {f"ppl_{name}": perplexity(m, heldout, tok.pad_token_id) for name, m in models.items()},
+        # best-of-n has no forward pass of its own (its next-token distribution is intractable): no perplexity
+        "alignment_tax": {f"ppl_{name}": perplexity(m, heldout, tok.pad_token_id) for name, m in models.items()
+                          if not isinstance(m, BestOfN)},
         # each stage's own training time, whenever it was trained; "built_this_run" says which were
         "timing_s": {**{name: pipe.log(name)["seconds"] for name in used}, "evaluation": time.time() - eval_start,
                      "this_run": time.time() - start},
         "built_this_run": list(pipe.built),
     }
+    if any(a in FRONTIER_RUNS for a in algos):
+        metrics["frontier"] = frontier(pipe, [a for a in algos if a in FRONTIER_RUNS])
+        plot_frontier(metrics["frontier"], pipe.out_dir / "frontier.png")
     write_report(pipe.out_dir, metrics, rows, {name: pipe.log(name) for name in used},
                  {a: STAGES[a].title for a in algos})
     return metrics
+
+
+def frontier(pipe, algos: list[str]) -> dict:
+    """Each algorithm's points on the held-out prompts (registry.FRONTIER_RUNS: trained if they must be),
+    and Gao et al.'s form fitted to its gold gain over its first point (SFT itself: step 0, or n = 1)."""
+    kinds = [r.kind for r in pipe.requests("eval")]
+    out = {}
+    for a in algos:
+        logs = {run: pipe.log(run) for run in FRONTIER_RUNS[a]}
+        best_of_n = "frontier" in logs[FRONTIER_RUNS[a][0]]   # best-of-n's points: one per n, not per step
+        runs = {run: best_of_n_points(log["frontier"], kinds) if best_of_n else curve_points(log["heldout_history"], kinds)
+                for run, log in logs.items()}
+        start = runs[FRONTIER_RUNS[a][0]]["gold"][0]
+        kl = [k for p in runs.values() for k in p["kl"]]
+        gain = [g - start for p in runs.values() for g in p["gold"]]
+        out[a] = {"title": "best-of-n" if best_of_n else STAGES[a].title, "runs": runs, "start_gold": start,
+                  "fit": fit_gao(kl, gain, "bon" if best_of_n else "rl")}
+        if best_of_n:
+            out[a]["kl_bound"] = logs[FRONTIER_RUNS[a][0]]["kl_bound"]
+    return out

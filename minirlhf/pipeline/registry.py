@@ -24,10 +24,14 @@ import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from ..best_of_n import best_of_n_stage
+from ..dpo import dpo_stage
+from ..grpo import grpo_stage
 from ..labelers import PERSONAS
 from ..pretrain import pretrain_stage
 from ..reward import reward_stage
 from ..rlhf import ppo_stage
+from ..rloo import rloo_stage
 from ..sft import sft_stage
 from ..world import world_stage
 
@@ -149,6 +153,9 @@ def algorithms() -> list[str]:
     return [name for name, stage in STAGES.items() if stage.algorithm]
 
 
+ALIASES = {"ppo": "rlhf", "best_of_n": "bon"}   # what `--algorithms` also accepts: the algorithm's own name
+
+
 # -- the InstructGPT pipeline ------------------------------------------------------------------
 register("world", world_stage, config=Setting("world"))
 register("base", pretrain_stage, texts=Data("internet", "text"), model_config=Setting("model"),
@@ -192,3 +199,31 @@ for _suffix, _first in (("", "rlhf"), ("_long_no_kl", "rlhf_long_no_kl")):
              seed_offset=2 * ITERATED_SEED_OFFSET)
 register("rlhf_round2", ppo_stage, cfg=Setting("ppo"), seed_offset=2 * ITERATED_SEED_OFFSET, title="RLHF, round 2",
          **{**PPO_ARGS, "policy": Upstream("rlhf"), "reward_model": Upstream("reward_round2")})
+
+# -- after InstructGPT (notebook 09): the same SFT model, comparisons and reward model, other algorithms ------
+FRONTIER_SAMPLES = 8     # held-out answers per prompt at each checkpoint of the frontier's curves
+_dpo = dict(policy=Upstream("sft"), reference=Upstream("sft"), comparisons=Upstream("reward", "comparisons"),
+            reward_model=Upstream("reward"), heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
+            heldout_samples=FRONTIER_SAMPLES, max_new_tokens=Setting("eval.max_new_tokens"),
+            no_end_score=Setting("ppo.no_end_score"))
+register("dpo", dpo_stage, **_dpo, cfg=Setting("dpo"), algorithm=True, title="DPO")
+DPO_BETAS = (0.01, 0.03, 0.3, 1.0)   # the frontier: DPO across β (the setting's own β is the "dpo" stage)
+for _beta in DPO_BETAS:
+    register(f"dpo_beta_{_beta:g}", dpo_stage, **_dpo, cfg=Setting("dpo", beta=_beta), title=f"DPO, β = {_beta:g}")
+GROUP_SIZE = 4           # RLOO and GRPO: answers per prompt; PPO's batch of answers = batch_size / 4 prompts × 4
+_group = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Upstream("reward"),
+              requests=Requests("rl"), cfg=Setting("ppo"), group_size=GROUP_SIZE, heldout_requests=Requests("eval"),
+              heldout_checkpoints=LONG_CHECKPOINTS, heldout_samples=FRONTIER_SAMPLES)
+register("rloo", rloo_stage, **_group, algorithm=True, title="RLOO")
+register("grpo", grpo_stage, **_group, algorithm=True, title="GRPO")
+# best-of-n: the policy answers with the best of 8; its frontier is exact for a pool of 32 SFT answers per
+# held-out prompt, sampled with the seed + 22 (a stream no other stage uses)
+BEST_OF_N, BEST_OF_NS, BEST_OF_POOL, BEST_OF_SEED_OFFSET = 8, (1, 2, 4, 8, 12, 16, 24, 32), 32, 22
+register("bon", best_of_n_stage, seed_offset=BEST_OF_SEED_OFFSET, policy=Upstream("sft"), reward_model=Upstream("reward"),
+         heldout_requests=Requests("eval"), n=BEST_OF_N, ns=BEST_OF_NS, pool=BEST_OF_POOL,
+         max_new_tokens=Setting("eval.max_new_tokens"), no_end_score=Setting("ppo.no_end_score"), algorithm=True,
+         title=f"best-of-{BEST_OF_N}")
+
+# the frontier (notebook 09, frontier.py): the runs that give each algorithm's points
+FRONTIER_RUNS = {"rlhf": ("rlhf_long", "rlhf_long_no_kl"), "rloo": ("rloo",), "grpo": ("grpo",),
+                 "dpo": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS)), "bon": ("bon",)}

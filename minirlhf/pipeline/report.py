@@ -37,7 +37,7 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
         lines.append(f"| gold: {kind} | " + " | ".join(f"{st[n]['gold_score_by_kind'].get(kind, float('nan')):.3f}"
                                                        for n in names) + " |")
     lines.append("| perplexity (held-out internet text) | "
-                 + " | ".join(f"{tax[f'ppl_{n}']:.2f}" for n in names) + " |")
+                 + " | ".join(f"{tax[f'ppl_{n}']:.2f}" if f"ppl_{n}" in tax else "—" for n in names) + " |")
     lines.append("")
     lines += [f"- {titles[a]} (`{a}`) against SFT, answer by answer on held-out prompts (gold labeler): "
               f"{v['wins']} wins, {v['ties']} ties, {v['losses']} losses; win-rate {v['win_rate']:.1%} (ties half; "
@@ -52,6 +52,18 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
                   f"{k} {v:.1%} (n={rm['heldout_n_gold_pairs_by_kind'][k]})"
                   for k, v in rm["heldout_accuracy_gold_by_kind"].items()) + ".", "",
               "![losses](losses.png)", "", *(["![ppo](ppo.png)", ""] if histories else []), "![stages](stages.png)", ""]
+    if "frontier" in metrics:
+        lines += ["## The frontier: gold against KL to SFT (held-out prompts)", "",
+                  "Gao et al.'s form fitted to each algorithm's gold gain over SFT, d = √KL:", "",
+                  "| algorithm | points | largest KL | best gold (at KL) | form | α | β | R² |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for a, f in metrics["frontier"].items():
+            pts = [(k, g) for p in f["runs"].values() for k, g in zip(p["kl"], p["gold"])]
+            best = max(pts, key=lambda x: x[1])
+            fit = f["fit"]
+            lines.append(f"| {f['title']} | {len(pts)} | {max(k for k, _ in pts):.2f} | {best[1]:.3f} ({best[0]:.2f}) | "
+                         f"{fit['form']} | {fit['alpha']:.3f} | {fit['beta']:.3f} | {fit['r2']:.2f} |")
+        lines += ["", "![frontier](frontier.png)", ""]
     built = metrics["built_this_run"]
     stages = [k for k in t if k not in ("evaluation", "this_run")]
     lines += ["## Times (seconds: each stage's own training time)", "", "| stage | seconds | |", "|---|---|---|"]

@@ -31,6 +31,8 @@ EXERCISES = {
     "policy_loss":         ("04_ppo", "Clipped PPO objective", 15, 20),
     "value_loss":          ("04_ppo", "Clipped value loss", 10, 10),
     "ppo_training":        ("04_ppo", "Your functions in the real PPO loop", 15, 15),
+    "dpo_loss":            ("05_dpo_and_group_baselines", "The DPO loss", 10, 15),
+    "group_advantages":    ("05_dpo_and_group_baselines", "Group-relative advantages: RLOO and GRPO", 10, 15),
 }
 POINTS = {name: spec[2] for name, spec in EXERCISES.items()}
 
