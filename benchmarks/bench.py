@@ -3,8 +3,11 @@
     python benchmarks/bench.py [--settings fast default] [--threads 1 2 4] [--repeats 5]
 
 Measures, for each setting's GPT: a training step (forward + backward + AdamW) on a batch of the
-setting's size, sampling a batch of responses with and without the KV cache, and one PPO step
-(rollout + 4 epochs of updates) on untrained models. Times are medians of `--repeats` runs.
+setting's size, sampling a batch of responses with and without the KV cache, and one step of each
+algorithm on untrained models: PPO, RLOO and GRPO (rollout of the setting's batch of answers + their
+epochs of updates; RLOO and GRPO without a value model), DPO (one batch of rankings, K answers each,
+with its reference pass). Times are medians of `--repeats` runs; "answers/s" is the answers a step
+learns from per second.
 
 MFU (model FLOPs utilisation) = the FLOPs a piece does / its time / the machine's peak, where the
 FLOPs are counted by PyTorch's FlopCounterMode (matrix products and attention, forward and backward)
@@ -23,10 +26,17 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from datasets import Dataset
+
+from minirlhf.dpo import train_dpo
 from minirlhf.generate import generate
+from minirlhf.group_rl import train_group_rl
+from minirlhf.grpo import grpo_advantages
 from minirlhf.model import GPT
 from minirlhf.reward import RewardModel
+from minirlhf.pipeline.registry import GROUP_SIZE
 from minirlhf.rlhf import train_ppo, value_model_from_reward_model
+from minirlhf.rloo import rloo_advantages
 from minirlhf.settings import get_settings
 from minirlhf.tokenizer import build_tokenizer, encode_prompts
 from minirlhf.training import lm_loss, make_optimizer, pick_device
@@ -93,20 +103,42 @@ def bench_setting(name: str, repeats: int, device) -> dict:
 
     ppo_cfg = replace(s.ppo, steps=1)
 
-    def ppo_step():   # fresh models each time, so every step does the same work (same samples, same lengths)
+    def fresh():   # fresh models each time, so every step does the same work (same samples, same lengths)
         torch.manual_seed(0)
         policy = GPT(model.config).to(device)
         ref = GPT(model.config).to(device)
         ref.load_state_dict(policy.state_dict())
-        rm = RewardModel.from_language_model(policy)
+        return policy, ref, RewardModel.from_language_model(policy)
+
+    def ppo_step():
+        policy, ref, rm = fresh()
         train_ppo(policy, ref, rm, value_model_from_reward_model(rm), tok, requests, ppo_cfg, desc="bench")
 
+    def group_step(advantages, kl_in_loss):
+        return lambda: train_group_rl(*fresh(), tok, requests, ppo_cfg, advantages, GROUP_SIZE, kl_in_loss, desc="bench")
+
+    k, P = s.reward.k, s.dpo.prompts_per_batch   # one DPO step: P rankings of K answers of n words
+    words = [tok.decode([i]) for i in range(len(tok))][10:]
+    rankings = Dataset.from_dict({"prompt": [r.prompt for r in requests[:P]],
+                                  "responses": [[" ".join(words[(7 * a + j) % len(words)] for j in range(n - 1))
+                                                 for a in range(k)] for _ in range(P)],
+                                  "ended": [[True] * k] * P, "ranking": [list(range(k))] * P})
+
+    def dpo_step():
+        policy, ref, _ = fresh()
+        train_dpo(policy, ref, tok, rankings, replace(s.dpo, epochs=1), desc="bench")
+
     pieces = {"train step": train_step, "sample, KV cache": sample(True), "sample, no cache": sample(False),
-              "PPO step": ppo_step}
+              "PPO step": ppo_step, "RLOO step": group_step(rloo_advantages, False),
+              "GRPO step": group_step(grpo_advantages, True), "DPO step": dpo_step}
+    answers = {"PPO step": s.ppo.batch_size, "RLOO step": s.ppo.batch_size, "GRPO step": s.ppo.batch_size,
+               "DPO step": P * k}
     row = {"setting": name, "params": model.num_parameters()}
     for piece, fn in pieces.items():
-        seconds = timed(fn, max(1, repeats // 2) if piece == "PPO step" else repeats)
+        seconds = timed(fn, max(1, repeats // 2) if piece in answers else repeats)
         row[f"{piece} (s)"] = seconds
+        if piece in answers:
+            row[f"{piece} answers/s"] = answers[piece] / seconds
         row[f"{piece} GFLOP/s"] = flops(fn) / seconds / 1e9
     return row
 

@@ -1,7 +1,8 @@
 """A policy watched on held-out prompts while it trains: the curves of over-optimisation and of the frontier.
 
-At C + 1 evenly spaced steps (the first and the last included) the policy answers every held-out
-prompt S times, always with the same random stream, and each answer gets
+At step 0 and C more steps, halving back from the last (steps, steps/2, steps/4, …: the policy moves
+most at the start), the policy answers every held-out prompt S times, always with the same random
+stream, and each answer gets
     gold      the simulated humans' score (labelers.gold_score)
     reward    the score RL optimises: r_RM(x, y), or no_end_score where y never ended
     kl        Σ_t log π(y_t|·) − log π_ref(y_t|·), the k1 estimate of KL(π ‖ π_ref) on this answer (nats)
@@ -50,7 +51,8 @@ class HeldoutCurve:
 
     def __init__(self, reward_model, reference, tokenizer, requests, steps: int, checkpoints: int, n_samples: int,
                  max_new_tokens: int, no_end_score: float | None, seed: int):
-        self.steps = sorted({round(i * steps / checkpoints) for i in range(checkpoints + 1)} if checkpoints else [])
+        # step 0, then steps/2^(C−1), …, steps/4, steps/2, steps: the KL moves fastest at the start
+        self.steps = sorted({0} | {max(1, round(steps / 2 ** i)) for i in range(checkpoints)} if checkpoints else [])
         self.args = (reward_model, tokenizer, requests, n_samples, max_new_tokens, no_end_score,
                      seed + HELDOUT_SEED_OFFSET, reference)
         self.history: list[dict] = []

@@ -221,8 +221,8 @@ def ppo_stage(policy, reference, reward_model: RewardModel, tokenizer, requests,
 
     The value model starts from the reward model. `ptx_texts` (pretraining documents; the first
     cfg.ptx_docs are used) are needed for PPO-ptx (cfg.ptx_coef > 0). With `heldout_checkpoints` = C > 0,
-    the policy answers every held-out request `heldout_samples` times at C + 1 evenly spaced steps (the
-    first and the last included), always with the same random stream: the log's "heldout_history" holds
+    the policy answers every held-out request `heldout_samples` times at step 0 and C more steps (the last,
+    its half, its quarter…), always with the same random stream: the log's "heldout_history" holds
     the gold and reward-model scores and the KL to `reference` of those answers (heldout.HeldoutCurve),
     the curve that shows over-optimisation on prompts PPO never saw.
     Returns {"model": the policy, "value_model": the trained value model, "log": {"history", "ppo", ...}}.

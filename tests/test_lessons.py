@@ -129,3 +129,29 @@ def test_a_notebooks_checks_share_one_set_of_measurements(monkeypatch):
 def test_every_claim_names_the_runs_it_reads():
     for c in lessons.CLAIMS:
         assert c.runs and set(c.runs) <= set(lessons.RUNS), c.name
+
+
+def test_frontier_is_read_by_linear_interpolation_along_each_curve():
+    # one prompt of one kind, one answer per checkpoint: each curve's points are (KL, gold) by hand
+    def run(kls, golds):
+        return {"steps": list(range(len(kls))), "kl": np.array(kls, float).reshape(-1, 1, 1),
+                "gold": np.array(golds, float).reshape(-1, 1, 1)}
+    # PPO: the β-fixed run and the β = 0 run, their points together
+    checkpoints = {"rlhf_long": run([0.0, 2.0, 4.0], [0.5, 0.7, 0.6]), "rlhf_long_no_kl": run([0.0, 10.0], [0.5, 0.4]),
+                   "rloo": run([0.0, 3.0], [0.5, 0.8]),
+                   "grpo": run([0.0, 0.5], [0.5, 0.6]),
+                   # DPO: only each run's first (SFT) and last point count: the middle one (0.99 at KL 0.2) does not
+                   "dpo": run([0.0, 0.2, 2.0], [0.5, 0.99, 0.6]),
+                   **{f"dpo_beta_{b:g}": run([0.0, 10 * b], [0.5, 0.5 + b]) for b in lessons.DPO_BETAS}}
+    best_of = {"n": [1, 2], "kl": [np.array([0.0]), np.array([2.0])], "gold": [np.array([0.5]), np.array([0.9])]}
+    m = Measurements("fast", 0, np.array(["fact"]), 1, {}, checkpoints, {}, {}, {}, best_of, {})
+    idx = np.arange(1)
+    assert lessons.frontier_gold_at(m, "PPO", 1.0, idx) == pytest.approx(0.6)       # halfway from 0.5 to 0.7
+    assert lessons.frontier_gold_at(m, "PPO", 3.0, idx) == pytest.approx(0.65)
+    assert lessons.frontier_gold_at(m, "PPO", 7.0, idx) == pytest.approx(0.5)         # on to the β = 0 run's end
+    assert lessons.frontier_gold_at(m, "RLOO", 1.0, idx) == pytest.approx(0.6)
+    assert math.isnan(lessons.frontier_gold_at(m, "GRPO", 1.0, idx))               # its curve stops at KL 0.5
+    # DPO across β, points (0, 0.5), (0.1, 0.51), (0.3, 0.53), (2, 0.6), (3, 0.8), (10, 1.5): at KL 1, between 0.3 and 2
+    assert lessons.frontier_gold_at(m, "DPO", 1.0, idx) == pytest.approx(0.53 + (1 - 0.3) / 1.7 * 0.07)
+    assert lessons.frontier_gold_at(m, "best-of-n", 1.0, idx) == pytest.approx(0.7)
+    assert math.isnan(lessons.best_of_n_lead_at(1.0)(m, idx))                        # GRPO does not reach 1 nat

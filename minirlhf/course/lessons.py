@@ -31,14 +31,20 @@ from ..best_of_n import kl_bound
 from ..evaluate import document_nlls, response_kls
 from ..labelers import PERSONAS, preference
 from ..labelers import disputed as is_disputed
-from ..pipeline.registry import BEST_OF_N
+from ..pipeline.registry import BEST_OF_N, DPO_BETAS
 from ..reward import encode_dialogues, pair_agreements
 from ..sampling import sample_responses
 
 BOOTSTRAP_DRAWS = 400
 PERSONA_PAIR = ("helpful_first", "safety_first")   # notebook 08: two personas, a reward model each
-RUNS = ("base", "sft", "reward", "bon", "dpo", "rloo", "grpo", "rlhf", "rlhf_ptx", "rlhf_long", "rlhf_long_no_kl", "reward_round2",
-        "reward_round2_long_no_kl", *(f"reward_{p}" for p in PERSONA_PAIR))
+# notebook 09's frontier, read at a KL: each trained method's points (PPO: both long runs, β fixed and β = 0, as
+# the frontier plot draws them; DPO: the end of each β's run, with SFT itself at KL 0) ordered by KL and
+# interpolated linearly; best-of-n across n
+FRONTIER_CURVES = {"PPO": ("rlhf_long", "rlhf_long_no_kl"), "RLOO": ("rloo",), "GRPO": ("grpo",),
+                   "DPO": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS))}
+RUNS = ("base", "sft", "reward", "bon", "dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS), "rloo", "grpo", "rlhf",
+        "rlhf_ptx", "rlhf_long", "rlhf_long_no_kl", "reward_round2", "reward_round2_long_no_kl",
+        *(f"reward_{p}" for p in PERSONA_PAIR))
 
 
 # ---------------------------------------------------------------------------------------
@@ -66,7 +72,7 @@ class Measurements:
     kinds: np.ndarray                  # (P,) request kind of each held-out prompt
     n_docs: int                        # held-out internet documents (for perplexities)
     gold: dict                         # model -> (P, S) gold score of S answers per prompt
-    checkpoints: dict                  # long run -> {"steps": [C], "gold": (C, P, S), "reward": (C, P, S)}
+    checkpoints: dict                  # RL or DPO run -> {"steps": [C], "gold" / "reward" / "kl": (C, P, S)}
     kl: dict                           # long run -> (P, S) KL to SFT of each answer (nats)
     rm: dict                           # RM_JUDGED_ON key -> {"gold": (P, 2) agreements with gold, decisive pairs;
                                        #                  "by_kind": {kind: same}}
@@ -123,8 +129,7 @@ def measure(pipe, claims=None) -> Measurements:
     def checkpoints(name):
         hist = pipe.log(name)["heldout_history"]
         return {"steps": [h["step"] for h in hist],
-                "gold": np.array([h["gold"] for h in hist]).reshape(len(hist), P, -1),
-                "reward": np.array([h["reward"] for h in hist]).reshape(len(hist), P, -1)}
+                **{k: np.array([h[k] for h in hist]).reshape(len(hist), P, -1) for k in ("gold", "reward", "kl")}}
 
     def kl(name):
         return response_kls(pipe.model(name), pipe.model("sft"), tok, reqs, S, ev.max_new_tokens,
@@ -278,6 +283,37 @@ def best_of_kl_near_bound(m, idx):
     return float(m.best_of["kl"][m.best_of["n"].index(BEST_OF_N)][mostly_distinct].mean()) / kl_bound(BEST_OF_N)
 
 
+def frontier_gold_at(m: Measurements, method: str, kl: float, idx) -> float:
+    """Gold (headline mean over `idx`) of a method's frontier curve at this KL, interpolated linearly between its
+    points (see FRONTIER_CURVES); NaN where the curve does not reach it."""
+    if method == "best-of-n":
+        xs = [float(k[idx].mean()) for k in m.best_of["kl"]]
+        ys = [kind_mean(m, g, idx) for g in m.best_of["gold"]]
+    else:
+        runs = FRONTIER_CURVES[method]
+        last_only = method == "DPO"   # across β: the end of each run; RL: along training
+        points = [(c["kl"][t][idx].mean(), kind_mean(m, c["gold"][t].mean(1), idx))
+                  for c in (m.checkpoints[r] for r in runs)
+                  for t in ([0, len(c["steps"]) - 1] if last_only else range(len(c["steps"])))]
+        points = sorted(points)
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return float(np.interp(kl, xs, ys, left=np.nan, right=np.nan)) if xs[0] <= kl <= xs[-1] else float("nan")
+
+
+def best_of_n_lead_at(kl: float):
+    def stat(m, idx):
+        trained = [frontier_gold_at(m, method, kl, idx) for method in FRONTIER_CURVES]
+        return frontier_gold_at(m, "best-of-n", kl, idx) - float(np.max(trained))   # NaN if a curve stops short
+    return stat
+
+
+def frontier_spread_at(kl: float):
+    def stat(m, idx):
+        gold = [frontier_gold_at(m, method, kl, idx) for method in FRONTIER_CURVES]
+        return float(np.max(gold) - np.min(gold))   # NaN if a curve stops short
+    return stat
+
+
 def persona_side_gap(m, idx):
     d = m.personas["disputed"][idx].sum()
     side = m.personas["side"]
@@ -313,6 +349,7 @@ def _kind_accuracy(kind):
 LONG = ("sft", "rlhf_long", "rlhf_long_no_kl")
 TAX = ("base", "sft", "rlhf", "rlhf_ptx")
 PERSONA_RMS = ("reward",) + tuple(f"reward_{p}" for p in PERSONA_PAIR)
+FRONTIER = ("bon", *sorted({r for runs in FRONTIER_CURVES.values() for r in runs}, key=RUNS.index))
 CLAIMS = [
     Claim("sft_beats_base", "03: SFT's answers score higher on gold than the base model's",
           lambda m, idx: gold_of("sft")(m, idx) - gold_of("base")(m, idx), 0.05, ("base", "sft")),
@@ -354,15 +391,19 @@ CLAIMS = [
           ("reward", "rlhf_long_no_kl", "reward_round2_long_no_kl", "reward_round2")),
     Claim("round2_repairs_rm", "08: round 2's repair after the ordinary RLHF run (printed, no direction taught)",
           lambda m, idx: repair(m, "policy", idx), None, ("reward", "reward_round2")),
-    Claim("best_of_n_gold_rises", f"08: best-of-{BEST_OF_N} by the reward model beats one SFT answer on gold",
+    Claim("best_of_n_gold_rises", f"09: best-of-{BEST_OF_N} by the reward model beats one SFT answer on gold",
           best_of_gold_gain, 0.05, ("bon",)),
-    Claim("best_of_n_kl_within_bound", f"08: KL(best-of-{BEST_OF_N} ‖ SFT) ≤ log n − (n−1)/n",
+    Claim("best_of_n_kl_within_bound", f"09: KL(best-of-{BEST_OF_N} ‖ SFT) ≤ log n − (n−1)/n",
           best_of_kl_slack, 0.0, ("bon",), bound=True),
     Claim("best_of_n_kl_near_bound", f"09: … and within 10% of it where ≥ 90% of the pool's answers are distinct",
           best_of_kl_near_bound, 0.9, ("bon",), bound=True),
     *(Claim(f"{algo}_beats_sft", f"09: {title} scores higher on gold than SFT",
             lambda m, idx, algo=algo: gold_of(algo)(m, idx) - gold_of("sft")(m, idx), 0.02, ("sft", algo))
       for algo, title in (("dpo", "DPO"), ("rloo", "RLOO"), ("grpo", "GRPO"))),
+    Claim("best_of_n_leads_at_1_nat", "09: at a KL of 1 nat, best-of-n is ahead on gold of every trained method "
+          "(PPO, DPO, RLOO, GRPO; each interpolated along its curve)", best_of_n_lead_at(1.0), 0.02, FRONTIER),
+    Claim("trained_methods_spread_at_3_nats", "09: at a KL of 3 nats, the spread of the trained methods' gold "
+          "(printed: no order is taught)", frontier_spread_at(3.0), None, FRONTIER),
     Claim("personas_disagree", "08: the two personas order some pairs of answers differently",
           lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["pairs"][idx].sum()), 0.03,
           PERSONA_RMS),

@@ -180,7 +180,7 @@ PTX_COEF = 0.05          # notebook 07: PPO-ptx, the pretraining loss mixed in (
 register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF), title="RLHF + ptx")
 # notebook 06: runs long enough to over-optimise (the settings' own PPO runs are shorter: in fast, after 60
 # or 120 steps seed 2's β = 0 run was still at its gold peak) and the lessons ledger: the policy answers
-# the held-out prompts at LONG_CHECKPOINTS + 1 steps
+# the held-out prompts at step 0 and LONG_CHECKPOINTS more (heldout.HeldoutCurve)
 LONG_STEPS, LONG_CHECKPOINTS = 180, 6
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS))
 _checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
@@ -207,9 +207,10 @@ _dpo = dict(policy=Upstream("sft"), reference=Upstream("sft"), comparisons=Upstr
             heldout_samples=FRONTIER_SAMPLES, max_new_tokens=Setting("eval.max_new_tokens"),
             no_end_score=Setting("ppo.no_end_score"))
 register("dpo", dpo_stage, **_dpo, cfg=Setting("dpo"), algorithm=True, title="DPO")
-DPO_BETAS = (0.01, 0.03, 0.3, 1.0)   # the frontier: DPO across β (the setting's own β is the "dpo" stage)
-for _beta in DPO_BETAS:
-    register(f"dpo_beta_{_beta:g}", dpo_stage, **_dpo, cfg=Setting("dpo", beta=_beta), title=f"DPO, β = {_beta:g}")
+DPO_BETAS = (0.01, 0.03, 0.3, 1.0)   # the frontier: DPO across β (the "dpo" stage has the setting's own, 0.1)
+for _beta in DPO_BETAS:   # the frontier reads each β's end (and its start, SFT itself): two measurements
+    register(f"dpo_beta_{_beta:g}", dpo_stage, **{**_dpo, "heldout_checkpoints": 1}, cfg=Setting("dpo", beta=_beta),
+             title=f"DPO, β = {_beta:g}")
 GROUP_SIZE = 4           # RLOO and GRPO: answers per prompt; PPO's batch of answers = batch_size / 4 prompts × 4
 _group = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Upstream("reward"),
               requests=Requests("rl"), cfg=Setting("ppo"), group_size=GROUP_SIZE, heldout_requests=Requests("eval"),
