@@ -1,6 +1,6 @@
 """Command line.
 
-    python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms A ...]
+    python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms A ...] [--frontier]
                                                                train and evaluate every stage, write a report
     python -m minirlhf lessons [--setting S] [--seeds 0 1 2]   measure every lesson the course teaches
     python -m minirlhf grade SUBMISSIONS [--timeout S]         grade a folder of exercise notebooks
@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .pipeline.main import run
 
-    run(args.setting or ("fast" if args.fast else None), args.out, args.seed, args.device, args.algorithms)
+    run(args.setting or ("fast" if args.fast else None), args.out, args.seed, args.device, args.algorithms,
+        frontier=True if args.frontier else None)
     return 0
 
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--algorithms", nargs="+", choices=algorithms() + list(ALIASES), metavar="ALGORITHM",
                        help=f"registered algorithms to train and evaluate (default: all: {' '.join(algorithms())}; "
                             + ", ".join(f"{k} = {v}" for k, v in ALIASES.items()) + ")")
+    p_run.add_argument("--frontier", action="store_true",
+                       help="also train the runs of notebook 09's gold-versus-KL frontier and plot it (on by "
+                            "default in the fast and gpu settings; about an hour more in the default one)")
     sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (see --help of the subcommand)")
     sub.add_parser("lessons",
                    help="the lessons ledger: every lesson as a measured claim (see --help of the subcommand)")

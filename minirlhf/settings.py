@@ -42,6 +42,9 @@ class Settings:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # the main job also trains the frontier's runs (notebook 09: PPO's long pair, DPO across β) and plots it;
+    # off in the default setting, where they would add about an hour on a laptop CPU (`run --frontier` forces it)
+    frontier: bool = True
 
     def with_seed(self, seed: int) -> "Settings":
         return replace(self, seed=seed, world=replace(self.world, seed=seed))
@@ -62,7 +65,7 @@ PRESETS = {
         # 24 answers per held-out prompt: with 82 prompts (2 of them greetings, weighing 1/7 of the mean) and 8
         # answers, much of the standard error of a difference between two policies was the answers' own noise
         eval=EvalConfig(samples_per_prompt=24, n_heldout_docs=200)),
-    "default": Settings(name="default"),
+    "default": Settings(name="default", frontier=False),
     "gpu": Settings(
         name="gpu",
         world=WorldConfig(n_internet=50000, n_demonstrations=400),

@@ -24,7 +24,7 @@ TINY = replace(PRESETS["fast"], name="tiny", world=WorldConfig(n_internet=200, n
                model=GPTConfig(n_layer=1, n_head=2, n_embd=16), pretrain=PretrainConfig(steps=3, batch_size=4),
                sft=SFTConfig(epochs=0.2, batch_size=4), reward=RewardConfig(n_rankings=8, prompts_per_batch=4, epochs=1),
                ppo=PPOConfig(steps=1, batch_size=4, minibatch_size=2, epochs=1, max_new_tokens=4),
-               eval=EvalConfig(samples_per_prompt=1, n_heldout_docs=10))
+               eval=EvalConfig(samples_per_prompt=1, n_heldout_docs=10), frontier=False)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def _changed(value):
 
 def _variants(settings):
     """(section, field, Settings with that one field changed) for every field of every config."""
-    for section in ("world", "model", "pretrain", "sft", "reward", "ppo", "eval"):
+    for section in ("world", "model", "pretrain", "sft", "reward", "ppo", "dpo", "eval"):
         cfg = getattr(settings, section)
         for f in fields(cfg):
             value = getattr(cfg, f.name)
@@ -178,6 +178,7 @@ def test_each_setting_retrains_exactly_the_stages_that_read_it(tmp_path):
     assert n > 50
     changed = {s for s, k in _keys(TINY.with_seed(1), tmp_path).items() if k != baseline[s]}
     assert changed == ALL, "another seed is another world: every stage"
+    assert _keys(replace(TINY, frontier=not TINY.frontier), tmp_path) == baseline, "what the main job plots trains nothing"
 
 
 def test_stages_that_read_the_same_things_share_one_folder(tmp_path):
@@ -287,6 +288,9 @@ def test_a_registered_algorithm_reaches_metrics_report_and_cli(tmp_path):
     registry.register("dummy", dummy_stage, policy=registry.Upstream("sft"), algorithm=True, title="Dummy")
     try:
         assert build_parser().parse_args(["run", "--algorithms", "dummy"]).algorithms == ["dummy"]
+        # the algorithms' own names work too: ppo is the stage "rlhf", best_of_n the stage "bon"
+        assert build_parser().parse_args(["run", "--algorithms", "ppo", "best_of_n"]).algorithms == ["ppo", "best_of_n"]
+        assert [registry.ALIASES[a] for a in ("ppo", "best_of_n")] == ["rlhf", "bon"]
         metrics = run(TINY, tmp_path)
         assert "dummy" in metrics["algorithms"]
         saved = json.loads((tmp_path / "metrics.json").read_text())

@@ -1,7 +1,7 @@
 """The main job: base → SFT → reward model → every algorithm of the registry, each policy evaluated with
 the simulated humans; writes metrics.json, samples.json, report.md and plots to the run folder.
 
-    python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms rlhf rlhf_no_kl ...]
+    python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms ppo dpo rloo grpo bon ...] [--frontier]
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from .stages import Pipeline
 
 
 def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = None, device=None,
-        algorithm_names: list[str] | None = None) -> dict:
+        algorithm_names: list[str] | None = None, frontier: bool | None = None) -> dict:
     """Train (or load) every stage the main job needs, evaluate the policies, write the report; returns
-    the metrics. `setting`: a name ("fast", "default", "gpu"), Settings, or None for the environment's."""
+    the metrics. `setting`: a name ("fast", "default", "gpu"), Settings, or None for the environment's.
+    `frontier` (default: the setting's): also train the frontier's runs and plot it (notebook 09)."""
     settings = setting if isinstance(setting, Settings) else get_settings(setting, seed)
     algos = [ALIASES.get(a, a) for a in algorithm_names] if algorithm_names else algorithms()
     unknown = [a for a in algos if a not in algorithms()]
@@ -76,15 +77,15 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
                      "this_run": time.time() - start},
         "built_this_run": list(pipe.built),
     }
-    if any(a in FRONTIER_RUNS for a in algos):
-        metrics["frontier"] = frontier(pipe, [a for a in algos if a in FRONTIER_RUNS])
+    if (settings.frontier if frontier is None else frontier) and any(a in FRONTIER_RUNS for a in algos):
+        metrics["frontier"] = frontier_of(pipe, [a for a in algos if a in FRONTIER_RUNS])
         plot_frontier(metrics["frontier"], pipe.out_dir / "frontier.png")
     write_report(pipe.out_dir, metrics, rows, {name: pipe.log(name) for name in used},
                  {a: STAGES[a].title for a in algos})
     return metrics
 
 
-def frontier(pipe, algos: list[str]) -> dict:
+def frontier_of(pipe, algos: list[str]) -> dict:
     """Each algorithm's points on the held-out prompts (registry.FRONTIER_RUNS: trained if they must be),
     and Gao et al.'s form fitted to its gold gain over its first point (SFT itself: step 0, or n = 1)."""
     kinds = [r.kind for r in pipe.requests("eval")]
