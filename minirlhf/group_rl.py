@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-
 import torch
 from tqdm.auto import tqdm
 
 from . import ppo
-from .kl import kl_k3
 from .heldout import HeldoutCurve
+from .kl import kl_k3
 from .labelers import gold_score
 from .logprobs import entropy_from_logits, gather_logprobs, response_logits
 from .masks import masked_mean
