@@ -6,6 +6,7 @@ the simulated humans; writes metrics.json, samples.json, report.md and plots to 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from ..best_of_n import BestOfN
 from ..evaluate import head_to_head, kl_to_reference, perplexity, stage_metrics
@@ -37,8 +38,9 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
 
     eval_start = time.time()
     ev, tok, reqs = settings.eval, pipe.tokenizer, pipe.requests("eval")
+
     def answers(m):   # best-of-n is a policy made of two models: it answers through its own sampler
-        sample = m.sample_responses if isinstance(m, BestOfN) else lambda *a, **k: sample_responses(m, *a, **k)
+        sample = m.sample_responses if isinstance(m, BestOfN) else partial(sample_responses, m)
         return sample(tok, reqs, ev.samples_per_prompt, ev.max_new_tokens, seed=settings.seed + ev.seed_offset)
 
     rows = {name: answers(m) for name, m in models.items()}
