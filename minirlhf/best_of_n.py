@@ -5,7 +5,8 @@ With F(y) = P(r(Y) ≤ r(y)) and F⁻(y) = P(r(Y) < r(y)) under π, best-of-n an
 
     π_n(y) = F(y)^n − F⁻(y)^n          (answers the reward model ties are picked among at random)
 
-and its KL to π is at most log n − (n−1)/n (reached when no two answers tie; Beirami et al. 2024).
+and its KL to π is at most log n − (n−1)/n (approached when no two answers tie and the pool is large;
+Beirami et al. 2024).
 `exact_best_of_n` computes π_n exactly for the empirical distribution of a pool of M answers per
 prompt, and from it best-of-n's expected gold, reward and KL for every n at once (Gao et al.'s
 frontier: how much gold each nat of KL buys).
@@ -27,7 +28,7 @@ from .sampling import sample_responses
 
 
 def kl_bound(n: int) -> float:
-    """log n − (n−1)/n: the KL(π_n ‖ π) of best-of-n when no two answers tie."""
+    """log n − (n−1)/n: the bound on KL(π_n ‖ π), approached when no answers tie and the pool is large."""
     return math.log(n) - (n - 1) / n
 
 
@@ -57,6 +58,12 @@ def pool_frontier(rows: list[dict], reward: list[float], pool: int, ns) -> dict:
             for k, v in exact_best_of_n(share, r, g, n).items():
                 out[k][a, p] = v
     return {"n": list(ns), **{k: v.tolist() for k, v in out.items()}, "distinct": distinct.tolist()}
+
+
+def score_in_chunks(reward_model, tokenizer, rows: list[dict], no_end_score, chunk: int = 512) -> list[float]:
+    """heldout.score_answers on `chunk` rows at a time: best-of-n scores n answers per answer it gives."""
+    return [x for i in range(0, len(rows), chunk)
+            for x in score_answers(reward_model, tokenizer, rows[i:i + chunk], no_end_score)]
 
 
 @dataclass
@@ -96,7 +103,7 @@ class BestOfN(SavesPretrained, nn.Module):
         """n_samples answers per request, as `sampling.sample_responses` gives them: each the best of n."""
         n = self.config.n
         rows = sample_responses(self.policy, tokenizer, requests, n_samples * n, max_new_tokens, seed=seed)
-        reward = torch.tensor(score_answers(self.reward_model, tokenizer, rows, self.config.no_end_score))
+        reward = torch.tensor(score_in_chunks(self.reward_model, tokenizer, rows, self.config.no_end_score))
         best = reward.view(-1, n).argmax(1)                            # (R·n_samples,) the first best on a tie
         return [rows[i * n + int(b)] for i, b in enumerate(best)]
 
@@ -106,6 +113,6 @@ def best_of_n_stage(policy, reward_model, tokenizer, heldout_requests, n: int, n
     """Best-of-n as a stage: the policy (SFT and the reward model, wrapped) and its frontier on the held-out
     prompts, exact for a pool of `pool` SFT answers per prompt, for every n in `ns`."""
     rows = sample_responses(policy, tokenizer, heldout_requests, pool, max_new_tokens, seed=seed)
-    frontier = pool_frontier(rows, score_answers(reward_model, tokenizer, rows, no_end_score), pool, ns)
+    frontier = pool_frontier(rows, score_in_chunks(reward_model, tokenizer, rows, no_end_score), pool, ns)
     return {"model": BestOfN.wrap(policy, reward_model, n, no_end_score),
             "log": {"n": n, "pool": pool, "frontier": frontier, "kl_bound": [kl_bound(k) for k in ns]}}

@@ -28,18 +28,19 @@ def kind_mean(values, kinds) -> float:
 
 
 def curve_points(heldout_history: list[dict], kinds) -> dict:
-    """One run's checkpoints (heldout.HeldoutCurve) as points: step, KL, gold (headline mean), reward."""
+    """One run's checkpoints (heldout.HeldoutCurve) as points: step, KL (mean over answers), gold and reward
+    (headline means: each request kind weighs the same)."""
     return {"step": [h["step"] for h in heldout_history],
             "kl": [float(np.mean(h["kl"])) for h in heldout_history],
             "gold": [kind_mean(h["gold"], kinds) for h in heldout_history],
-            "reward": [float(np.mean(h["reward"])) for h in heldout_history]}
+            "reward": [kind_mean(h["reward"], kinds) for h in heldout_history]}
 
 
 def best_of_n_points(frontier: dict, kinds) -> dict:
-    """The "bon" stage's exact frontier (best_of_n.pool_frontier) as points, one per n."""
+    """The "bon" stage's exact frontier (best_of_n.pool_frontier) as points, one per n, averaged as curve_points."""
     return {"n": frontier["n"], "kl": [float(np.mean(k)) for k in frontier["kl"]],
             "gold": [kind_mean(g, kinds) for g in frontier["gold"]],
-            "reward": [float(np.mean(r)) for r in frontier["reward"]]}
+            "reward": [kind_mean(r, kinds) for r in frontier["reward"]]}
 
 
 def fit_gao(kl, gain, form: str) -> dict:

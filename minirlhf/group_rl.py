@@ -7,7 +7,8 @@ One step, with the budget of a PPO step (cfg.batch_size answers = batch_size / G
   3. every token of answer i gets A_i, and the clipped surrogate of ppo.py is minimised over several
      epochs of minibatches, plus β·k3 per token when the KL is in the loss (GRPO).
 No critic, no GAE: the other answers to the same prompt say what "better than expected" means.
-The PPO settings (steps, batch, minibatch, epochs, lr, β, clip) are reused as they are: the same budget.
+The PPO settings (steps, batch, minibatch, epochs, lr, β, clip) are reused as they are: the same budget
+(GRPO's β weighs a per-token average of the KL, PPO's and RLOO's a sum over the answer: see grpo.py).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def train_group_rl(policy, ref_model, reward_model, tokenizer, requests, cfg, ad
                      cfg.temperature, cfg.no_end_score, sample_gen)
         kl = ((ro.logp - ro.ref_logp) * ro.mask).sum(1)                 # (B,) Σ_t k1_t
         R = ro.score if kl_in_loss else ro.score - beta * kl            # (B,)
-        A = advantages(R.view(n_prompts, group_size)).reshape(-1)       # (B,)
+        Rg = R.view(n_prompts, group_size)                              # (P, G) each prompt's answers in a row
+        A = advantages(Rg).reshape(-1)                                  # (B,)
         stats: dict[str, list[float]] = {}
         for epoch in range(cfg.epochs):
             order = torch.randperm(cfg.batch_size, generator=gen)
@@ -86,8 +88,8 @@ def train_group_rl(policy, ref_model, reward_model, tokenizer, requests, cfg, ad
             "step": step, "rm_score": ro.rm_score.mean().item(), "gold_score": sum(golds) / len(golds),
             "kl": kl.mean().item(), "kl_coef": beta, "response_len": ro.mask.sum(1).float().mean().item(),
             "ended": ro.ended.float().mean().item(),
-            # answers whose group all scored alike have A = 0: they teach nothing this step
-            "zero_advantage": (A.abs() < 1e-8).float().mean().item(),
+            # answers whose group all scored alike get A = 0 (up to rounding): they teach nothing this step
+            "zero_advantage": (Rg == Rg[:, :1]).all(1).float().mean().item(),
             **{k: sum(v) / len(v) for k, v in stats.items()}})
         if after_step is not None:
             after_step(step + 1, policy)

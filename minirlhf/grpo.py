@@ -6,7 +6,10 @@ and the KL is a term of the loss rather than of the reward:
     A_i = (r_i − mean_j r_j) / (std_j r_j + ε)          r_i = r_RM(x, y_i), no KL inside
     L = L_clip(A) + β · mean_t k3_t                       k3_t = π_ref/π_θ − log(π_ref/π_θ) − 1 at y_i,t
 
-k3 (kl.py) is the paper's estimator: unbiased, never negative, and differentiable in π_θ. A group whose
+k3 (kl.py) is the paper's estimator: never negative, differentiable in π_θ, and unbiased on the policy's
+own samples (after the first minibatch of a step they come from π_old, a little behind π_θ). The β here
+weighs the per-token *average* of k3, where PPO's and RLOO's β weigh the *sum* over the answer: at the same
+β, GRPO's penalty is about 1/(answer length) as strong. A group whose
 answers all score alike has A = 0 everywhere: it teaches nothing (the log's `zero_advantage` counts them).
 The loss averages over all tokens of the minibatch (as DAPO and Dr. GRPO advise), not per answer first,
 so that short answers do not weigh more than long ones.

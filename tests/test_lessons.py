@@ -146,9 +146,10 @@ def test_frontier_is_read_by_linear_interpolation_along_each_curve():
     best_of = {"n": [1, 2], "kl": [np.array([0.0]), np.array([2.0])], "gold": [np.array([0.5]), np.array([0.9])]}
     m = Measurements("fast", 0, np.array(["fact"]), 1, {}, checkpoints, {}, {}, {}, best_of, {})
     idx = np.arange(1)
-    assert lessons.frontier_gold_at(m, "PPO", 1.0, idx) == pytest.approx(0.6)       # halfway from 0.5 to 0.7
+    # PPO at 1 nat: the β-fixed run gives 0.6, the β = 0 run (0, 0.5) → (10, 0.4) gives 0.49: the better, 0.6
+    assert lessons.frontier_gold_at(m, "PPO", 1.0, idx) == pytest.approx(0.6)
     assert lessons.frontier_gold_at(m, "PPO", 3.0, idx) == pytest.approx(0.65)
-    assert lessons.frontier_gold_at(m, "PPO", 7.0, idx) == pytest.approx(0.5)         # on to the β = 0 run's end
+    assert lessons.frontier_gold_at(m, "PPO", 7.0, idx) == pytest.approx(0.43)        # only the β = 0 run goes on
     assert lessons.frontier_gold_at(m, "RLOO", 1.0, idx) == pytest.approx(0.6)
     assert math.isnan(lessons.frontier_gold_at(m, "GRPO", 1.0, idx))               # its curve stops at KL 0.5
     # DPO across β, points (0, 0.5), (0.1, 0.51), (0.3, 0.53), (2, 0.6), (3, 0.8), (10, 1.5): at KL 1, between 0.3 and 2

@@ -37,9 +37,9 @@ from ..sampling import sample_responses
 
 BOOTSTRAP_DRAWS = 400
 PERSONA_PAIR = ("helpful_first", "safety_first")   # notebook 08: two personas, a reward model each
-# notebook 09's frontier, read at a KL: each trained method's points (PPO: both long runs, β fixed and β = 0, as
-# the frontier plot draws them; DPO: the end of each β's run, with SFT itself at KL 0) ordered by KL and
-# interpolated linearly; best-of-n across n
+# notebook 09's frontier, read at a KL: each method's curves (PPO: its two long runs, β fixed and β = 0, each
+# along training; DPO: the end of each β's run, with SFT itself at KL 0; best-of-n across n), each ordered by KL
+# and interpolated linearly; a method's value is its best curve's
 FRONTIER_CURVES = {"PPO": ("rlhf_long", "rlhf_long_no_kl"), "RLOO": ("rloo",), "GRPO": ("grpo",),
                    "DPO": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS))}
 RUNS = ("base", "sft", "reward", "bon", "dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS), "rloo", "grpo", "rlhf",
@@ -283,21 +283,27 @@ def best_of_kl_near_bound(m, idx):
     return float(m.best_of["kl"][m.best_of["n"].index(BEST_OF_N)][mostly_distinct].mean()) / kl_bound(BEST_OF_N)
 
 
+def _interpolate(points, kl: float) -> float:
+    """Gold at `kl` on a curve of (KL, gold) points, linear between them in KL order; NaN outside its range."""
+    xs, ys = zip(*sorted(points))
+    return float(np.interp(kl, xs, ys)) if xs[0] <= kl <= xs[-1] else float("nan")
+
+
 def frontier_gold_at(m: Measurements, method: str, kl: float, idx) -> float:
-    """Gold (headline mean over `idx`) of a method's frontier curve at this KL, interpolated linearly between its
-    points (see FRONTIER_CURVES); NaN where the curve does not reach it."""
+    """Gold (headline mean over `idx`) of a method at this KL: its best over its curves (FRONTIER_CURVES: PPO's two
+    long runs each, DPO's ends across β as one), each interpolated on its own; NaN where none reaches it."""
     if method == "best-of-n":
-        xs = [float(k[idx].mean()) for k in m.best_of["kl"]]
-        ys = [kind_mean(m, g, idx) for g in m.best_of["gold"]]
+        curves = [[(float(k[idx].mean()), kind_mean(m, g, idx)) for k, g in zip(m.best_of["kl"], m.best_of["gold"])]]
     else:
-        runs = FRONTIER_CURVES[method]
-        last_only = method == "DPO"   # across β: the end of each run; RL: along training
-        points = [(c["kl"][t][idx].mean(), kind_mean(m, c["gold"][t].mean(1), idx))
-                  for c in (m.checkpoints[r] for r in runs)
-                  for t in ([0, len(c["steps"]) - 1] if last_only else range(len(c["steps"])))]
-        points = sorted(points)
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-    return float(np.interp(kl, xs, ys, left=np.nan, right=np.nan)) if xs[0] <= kl <= xs[-1] else float("nan")
+        def point(c, t):
+            return float(c["kl"][t][idx].mean()), kind_mean(m, c["gold"][t].mean(1), idx)
+        runs = [m.checkpoints[r] for r in FRONTIER_CURVES[method]]
+        if method == "DPO":   # across β: SFT (every run's step 0) and each run's end make one curve
+            curves = [[point(runs[0], 0)] + [point(c, len(c["steps"]) - 1) for c in runs]]
+        else:                 # RL: each run along training
+            curves = [[point(c, t) for t in range(len(c["steps"]))] for c in runs]
+    values = [_interpolate(c, kl) for c in curves]
+    return float("nan") if all(np.isnan(values)) else float(np.nanmax(values))
 
 
 def best_of_n_lead_at(kl: float):

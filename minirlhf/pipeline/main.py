@@ -35,6 +35,11 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     models = {"base": pipe.model("base"), "sft": pipe.model("sft")}
     pipe.stage_dir("reward")
     models.update({a: pipe.model(a) for a in algos})
+    with_frontier = settings.frontier if frontier is None else frontier
+    frontier_algos = [a for a in algos if a in FRONTIER_RUNS] if with_frontier else []
+    for a in frontier_algos:   # trained here, so that their times are in timing_s and "this_run"
+        for name in FRONTIER_RUNS[a]:
+            pipe.stage_dir(name)
 
     eval_start = time.time()
     ev, tok, reqs = settings.eval, pipe.tokenizer, pipe.requests("eval")
@@ -79,8 +84,8 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
                      "this_run": time.time() - start},
         "built_this_run": list(pipe.built),
     }
-    if (settings.frontier if frontier is None else frontier) and any(a in FRONTIER_RUNS for a in algos):
-        metrics["frontier"] = frontier_of(pipe, [a for a in algos if a in FRONTIER_RUNS])
+    if frontier_algos:
+        metrics["frontier"] = frontier_of(pipe, frontier_algos)
         plot_frontier(metrics["frontier"], pipe.out_dir / "frontier.png")
     write_report(pipe.out_dir, metrics, rows, {name: pipe.log(name) for name in used},
                  {a: STAGES[a].title for a in algos})
