@@ -29,6 +29,7 @@ import torch
 
 from ..best_of_n import kl_bound
 from ..evaluate import document_nlls, response_kls
+from ..frontier import kind_mean as headline_mean
 from ..labelers import PERSONAS, preference
 from ..labelers import disputed as is_disputed
 from ..pipeline.registry import BEST_OF_N, DPO_BETAS
@@ -191,9 +192,8 @@ def _personas(pipe, prompts: list[str]) -> dict:
 # ---------------------------------------------------------------------------------------
 
 def kind_mean(m: Measurements, per_prompt: np.ndarray, idx: np.ndarray) -> float:
-    """The headline mean: each request kind weighs the same (as evaluate.stage_metrics)."""
-    kinds = m.kinds[idx]
-    return float(np.mean([per_prompt[idx][kinds == k].mean() for k in np.unique(kinds)]))
+    """The headline mean over the drawn prompts: each request kind weighs the same (frontier.kind_mean)."""
+    return headline_mean(per_prompt[idx], m.kinds[idx])
 
 
 def gold_of(model: str):

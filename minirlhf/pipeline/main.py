@@ -10,9 +10,9 @@ from functools import partial
 
 from ..best_of_n import BestOfN
 from ..evaluate import head_to_head, kl_to_reference, perplexity, stage_metrics
+from ..frontier import best_of_n_points, curve_points, fit_gao, plot_frontier
 from ..sampling import sample_responses
 from ..settings import Settings, get_settings
-from ..frontier import best_of_n_points, curve_points, fit_gao, plot_frontier
 from .registry import ALIASES, FRONTIER_RUNS, STAGES, algorithms
 from .report import write_report
 from .stages import Pipeline
