@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .heldout import HeldoutCurve
 from .logprobs import response_logprobs
+from .masks import check_same_shape
 from .reward import bradley_terry_loss, encode_dialogues, ranking_to_pairs
 from .tokenizer import encode_prompts
 from .training import check_finite, make_optimizer, set_seed
@@ -39,6 +40,8 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
 
     Returns the loss and detached stats: the implicit rewards' accuracy (r̂_w > r̂_l) and mean margin.
     """
+    check_same_shape(chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
+                     ref_rejected_logps=ref_rejected_logps)
     chosen = beta * (chosen_logps - ref_chosen_logps)          # r̂(x, y_w)
     rejected = beta * (rejected_logps - ref_rejected_logps)    # r̂(x, y_l)
     loss = bradley_terry_loss(chosen, rejected)

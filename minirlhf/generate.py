@@ -48,6 +48,13 @@ def generate(model, input_ids, attention_mask, max_new_tokens: int, eos_token_id
     B = input_ids.shape[0]
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not temperature >= 0:   # NaN too
+        raise ValueError(f"temperature must be 0 (greedy) or above, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1 (or None for the whole vocabulary), got {top_k}")
+    if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape or input_ids.numel() == 0:
+        raise ValueError(f"input_ids and attention_mask must be one (B, P) shape with B, P ≥ 1, got "
+                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}: encode at least one prompt")
     if input_ids.shape[1] + max_new_tokens > model.config.block_size:
         raise ValueError(f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) "
                          f"exceeds block_size={model.config.block_size}; lower max_new_tokens")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .masks import last_index, masked_mean
+from .masks import check_same_shape, last_index, masked_mean
 
 
 def per_token_rewards(score, logp, ref_logp, mask, kl_coef: float):
@@ -16,7 +16,8 @@ def per_token_rewards(score, logp, ref_logp, mask, kl_coef: float):
 
     score (B,), logp/ref_logp/mask (B, N). Returns rewards (B, N) and the k1 KL (B, N), both 0 on padding.
     """
-    kl = (logp - ref_logp) * mask
+    check_same_shape(logp=logp, ref_logp=ref_logp, mask=mask)
+    kl = torch.where(mask.bool(), logp - ref_logp, 0.0)   # not `* mask`: 0 · NaN is NaN
     rewards = -kl_coef * kl
     rows = torch.arange(mask.shape[0], device=mask.device)
     rewards[rows, last_index(mask)] += score
@@ -30,26 +31,29 @@ def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
         A_t = δ_t + γ λ A_{t+1}
         R_t = A_t + V(s_t)                           (the value target)
 
-    rewards, values, mask: (B, N). Returns advantages and returns (B, N), 0 on padding.
+    rewards, values, mask: (B, N). Returns advantages and returns (B, N), 0 on padding (whatever is there,
+    NaN included: padding is cleared with torch.where, since 0 · NaN is NaN).
     """
+    check_same_shape(rewards=rewards, values=values, mask=mask)
+    real = mask.bool()
     N = rewards.shape[1]
     advantages = torch.zeros_like(rewards)
     next_value = torch.zeros_like(rewards[:, 0])
     next_adv = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(N)):
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        next_adv = (delta + gamma * lam * next_adv) * mask[:, t]
+        next_adv = torch.where(real[:, t], delta + gamma * lam * next_adv, 0.0)
         advantages[:, t] = next_adv
         # padding after the end token is "done": nothing flows back from it
-        next_value = values[:, t] * mask[:, t]
-    return advantages, (advantages + values) * mask
+        next_value = torch.where(real[:, t], values[:, t], 0.0)
+    return advantages, torch.where(real, advantages + values, 0.0)
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """(x − mean) / std over real tokens only; padding stays 0."""
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask
+    return torch.where(mask.bool(), (x - mean) * torch.rsqrt(var + eps), 0.0)
 
 
 def policy_loss(logp, old_logp, advantages, mask, clip: float = 0.2):
@@ -61,6 +65,7 @@ def policy_loss(logp, old_logp, advantages, mask, clip: float = 0.2):
     All inputs (B, N). Returns the loss and detached stats: the clip fraction and approx-KL
     (k3 between π_old and π_θ, which is exactly 0 on the first minibatch).
     """
+    check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
@@ -78,6 +83,7 @@ def value_loss(values, old_values, returns, mask, clip: float = 0.2):
         V_clip = V_old + clip(V − V_old, −ε, ε)
         L_V = ½ E_t[ max((V − R)², (V_clip − R)²) ]
     """
+    check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
     v_clipped = old_values + (values - old_values).clamp(-clip, clip)
     loss = 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
     with torch.no_grad():

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .checkpoint import SavesPretrained
 from .comparisons import collect_comparisons
 from .labelers import PERSONAS
-from .masks import last_index, pad_right
+from .masks import check_same_shape, last_index, pad_right
 from .model import GPT, GPTConfig
 from .sampling import sample_responses
 from .tokenizer import encode_prompts
@@ -43,6 +43,7 @@ def ranking_to_pairs(ranking: list[int]) -> list[tuple[int, int]]:
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """−mean log σ(r_w − r_l) over pairs; r_chosen, r_rejected: (P,)."""
+    check_same_shape(r_chosen=r_chosen, r_rejected=r_rejected)
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
@@ -93,6 +94,9 @@ class RewardModel(SavesPretrained, nn.Module):
 
     def set_normalization(self, raw_scores: torch.Tensor) -> None:
         """Make these raw scores (from SFT samples) come out with mean 0 and std 1."""
+        if raw_scores.numel() < 2 or not torch.isfinite(raw_scores).all():
+            raise ValueError(f"set_normalization needs at least 2 finite scores to measure a spread, got "
+                             f"{raw_scores.numel()} ({raw_scores.flatten()[:4].tolist()}...)")
         self.norm_mean.fill_(raw_scores.mean().item())
         self.norm_std.fill_(raw_scores.std().clamp(min=1e-6).item())
 

@@ -77,16 +77,29 @@ PRESETS = {
 }
 
 
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable: 1/0, true/false, yes/no (any case), unset or empty for no."""
+    value = os.environ.get(name, "")
+    if value.strip().lower() not in FLAG_VALUES:
+        raise ValueError(f"{name}={value!r} is neither yes nor no: use 1 or 0 (true/false and yes/no work too)")
+    return FLAG_VALUES[value.strip().lower()]
+
+
 def setting_name() -> str:
     """The setting the environment asks for: MINIRLHF_SETTING, MINIRLHF_FAST=1, or by hardware."""
     name = os.environ.get("MINIRLHF_SETTING")
+    fast = env_flag("MINIRLHF_FAST")
     if name:
         if name not in PRESETS:
             raise ValueError(f"MINIRLHF_SETTING={name!r} is not a setting; use one of {sorted(PRESETS)}")
+        if fast and name != "fast":
+            raise ValueError(f"MINIRLHF_FAST={os.environ['MINIRLHF_FAST']} and MINIRLHF_SETTING={name} ask for two "
+                             "settings: unset one of them")
         return name
-    if os.environ.get("MINIRLHF_FAST", "") not in ("", "0"):
-        return "fast"
-    return "gpu" if torch.cuda.is_available() else "default"
+    return "fast" if fast else "gpu" if torch.cuda.is_available() else "default"
 
 
 def get_settings(name: str | None = None, seed: int | None = None) -> Settings:

@@ -76,6 +76,8 @@ def encode_prompts(tokenizer: PreTrainedTokenizerFast, prompts: list[str],
 
     Returns `input_ids` and `attention_mask`, both (B, T), ending with the `<|assistant|>` token.
     """
+    if isinstance(prompts, str) or len(prompts) == 0:
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
     ids, mask = pad_left([prompt_ids(tokenizer, p) for p in prompts], tokenizer.pad_token_id)
     if max_len is not None and ids.shape[1] > max_len:
         raise ValueError(f"prompt of {ids.shape[1]} tokens is longer than the "

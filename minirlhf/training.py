@@ -13,9 +13,20 @@ from .masks import masked_mean, pad_right
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    """cuda if present, else mps, else cpu (or the device named)."""
+    """cuda if present, else mps, else cpu (or the device named, if this machine has it)."""
     if name:
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"device {name!r} is not a device PyTorch knows: use cpu, cuda, cuda:N or mps") from None
+        mps = getattr(torch.backends, "mps", None)
+        present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available())}
+        if not present.get(device.type, False):
+            raise ValueError(f"device {name!r} is not available on this machine (this PyTorch sees "
+                             f"{', '.join(d for d, ok in present.items() if ok)}): leave --device out to use the best one")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

@@ -83,7 +83,7 @@ def test_save_load_round_trip(tiny_gpt, tmp_path):
 
 
 def test_missing_checkpoint_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint at .*train the stage first"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*check the path"):
         GPT.from_pretrained(tmp_path / "nothing")
 
 

@@ -118,6 +118,9 @@ def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1
     a summary. `jobs` notebooks run at the same time (each in its own kernel). Returns one row
     per student: student, each exercise's points, total, max, notes."""
     submissions_dir = Path(submissions_dir)
+    if not submissions_dir.is_dir():
+        raise FileNotFoundError(f"{submissions_dir} is not a folder: give the folder of submissions (one notebook or "
+                                "one folder of notebooks per student)")
     out_csv = Path(out_csv) if out_csv else submissions_dir / "grades.csv"
     students = find_submissions(submissions_dir)
     if not students:
@@ -185,7 +188,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="the CSV to write (default: SUBMISSIONS/grades.csv)")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks to run at the same time (default 1)")
     args = parser.parse_args(argv)
-    grade(args.submissions, args.out, args.timeout, args.jobs)
+    if args.timeout <= 0 or args.jobs < 1:
+        parser.error(f"--timeout must be above 0 s and --jobs at least 1 (got {args.timeout:g} and {args.jobs})")
+    try:
+        grade(args.submissions, args.out, args.timeout, args.jobs)
+    except FileNotFoundError as e:   # a missing or empty folder: the instructor gave the wrong path
+        parser.error(str(e))
     return 0
 
 

@@ -483,20 +483,22 @@ def check(pipe, names: list[str]) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    from ..pipeline import arguments
     from ..pipeline.stages import Pipeline
-    from ..settings import PRESETS, get_settings
+    from ..settings import PRESETS
 
     parser = argparse.ArgumentParser(prog="minirlhf lessons", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=sorted(PRESETS), default=None,
                         help="default: the environment's (MINIRLHF_SETTING, MINIRLHF_FAST) or the hardware's")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=None, help="the stage cache (default: runs/<setting>, as `run` uses)")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--device", type=arguments.device, default=None)
     args = parser.parse_args(argv)
     results = []
     for seed in args.seeds:
-        pipe = Pipeline(get_settings(args.setting, seed), args.out, args.device)   # sets the CPU threads
+        settings, out_dir = arguments.resolve(parser, args.setting, seed, args.out)
+        pipe = Pipeline(settings, out_dir, args.device)   # sets the CPU threads
         print(f"[lessons] setting {pipe.settings.name!r}, seed {seed}: measuring (trains what is not cached)",
               flush=True)
         m = measure(pipe)

@@ -10,6 +10,12 @@ Two stages that read the same things share one folder, so a run needed by the ma
 notebook is trained once. A folder is written under a temporary name and renamed into place when
 finished, while a lock (fcntl.flock, released by the kernel even on kill -9) keeps a second run from
 training the same stage at the same time: it waits, then loads.
+
+Each folder has a manifest: the SHA-256 of every file it holds, and of the upstream stages it was built
+from. Loading checks both. A damaged stage (a file changed, truncated or deleted) or one built from an
+upstream that has changed since is refused with a message that names the stage, the file and the command
+that rebuilds it; in `repair` mode (what `python -m minirlhf run` and `repair` use) it is moved aside to
+`<home>/damaged/` and rebuilt, and so is every stage downstream whose upstream no longer matches.
 """
 from __future__ import annotations
 
@@ -17,8 +23,10 @@ import ast
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, is_dataclass
 from functools import lru_cache
@@ -32,7 +40,7 @@ from ..checkpoint import SavesPretrained, atomic_dir
 
 PACKAGE = "minirlhf"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-CACHE_VERSION = 2   # bump when the folder layout changes: every key changes with it
+CACHE_VERSION = 3   # bump when the folder layout changes: every key changes with it
 
 
 # -- what a stage reads ------------------------------------------------------------------------
@@ -126,10 +134,80 @@ def stage_key(settings: dict, upstream: dict[str, str], modules) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+# -- what a stage holds: its manifest -----------------------------------------------------------
+
+MANIFEST, LOG = "manifest.json", "log.json"
+
+
+class DamagedStage(RuntimeError):
+    """A finished stage whose files are not what it saved, or that was built from another upstream."""
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    """The files a stage saved, as paths inside its folder (lock files and the manifest left out)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def write_manifest(folder: Path, upstream: dict[str, str]) -> None:
+    """Record the checksum of every file of `folder` and the content of the upstream stages it read."""
+    manifest = {"files": {f: file_digest(folder / f) for f in _files(folder)}, "upstream": upstream}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def content_digest(folder: Path) -> str:
+    """What downstream stages read of a stage: its files but the log (whose times change on every rebuild).
+    A stage rebuilt bit for bit has the same digest, so its downstream stages stay valid."""
+    files = json.loads((Path(folder) / MANIFEST).read_text())["files"]
+    return hashlib.sha256(json.dumps({f: d for f, d in files.items() if f != LOG}, sort_keys=True).encode()).hexdigest()
+
+
+_sound: dict[str, tuple] = {}   # folders found sound in this process, with the sizes and times of their files
+
+
+def damage(path: Path, upstream: dict[str, str]) -> str | None:
+    """What is wrong with a finished stage folder (None: nothing). `upstream`: the content digest of each
+    stage it reads, as the cache holds them now."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        json.loads((path / LOG).read_text())
+        files = manifest["files"]
+    except FileNotFoundError as e:
+        return f"{Path(e.filename).name} is missing"
+    except (ValueError, KeyError, TypeError):   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return f"{MANIFEST} or {LOG} is not what the stage wrote (truncated or overwritten)"
+    stamp = (tuple((f, (path / f).stat().st_size, (path / f).stat().st_mtime_ns) for f in files
+                   if (path / f).is_file()), tuple(sorted(upstream.items())))
+    if _sound.get(str(path)) == stamp:
+        return None
+    for f, digest in files.items():
+        if not (path / f).is_file():
+            return f"{f} is missing"
+        if file_digest(path / f) != digest:
+            return f"{f} is not the file the stage saved (its checksum differs: changed or truncated)"
+    for name, digest in upstream.items():
+        if manifest.get("upstream", {}).get(name) != digest:
+            return f"it was built from another {name!r} than the one in the cache now (rebuilt since)"
+    _sound[str(path)] = stamp
+    return None
+
+
 # -- building and loading ----------------------------------------------------------------------
 
+def stage_path(home: Path, name: str, key: str) -> Path:
+    return Path(home) / f"{name}-{key}"
+
+
 def is_finished(path: Path) -> bool:
-    return (Path(path) / "log.json").is_file()
+    return (Path(path) / LOG).is_file()
 
 
 def check_code_unchanged(modules) -> None:
@@ -143,31 +221,79 @@ def check_code_unchanged(modules) -> None:
                                "the kernel (or the run) so that the stage is trained by the code it is keyed on")
 
 
+def check_home(home: Path) -> None:
+    """Make sure the cache can write in `home` (created if need be), or raise a ValueError that says why not."""
+    home = Path(home)
+    if home.exists() and not home.is_dir():
+        raise ValueError(f"the run folder {home} is a file: give a folder (--out DIR or MINIRLHF_HOME)")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=home).close()
+    except OSError as e:
+        raise ValueError(f"cannot write in the run folder {home} ({e.strerror}): give a folder you can write to "
+                         "(--out DIR or MINIRLHF_HOME)") from None
+
+
+def remove_leftovers(home: Path) -> list[Path]:
+    """Remove the temporary folders of runs that were killed (kill -9, a power cut): those of every stage
+    whose lock is free, so that the work of a run still going is never deleted. Returns what it removed."""
+    removed = []
+    for lock_file in Path(home).glob(".*.lock"):
+        with open(lock_file, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue   # a run is building this stage now
+            for leftover in Path(home).glob(f"{lock_file.stem}.*"):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed.append(leftover)
+    return removed
+
+
 def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str], modules,
-                  build: Callable[[Path], dict], label: str = "") -> tuple[Path, bool]:
+                  build: Callable[[Path], dict], label: str = "", upstream_content: dict[str, str] | None = None,
+                  repair: bool = False, rebuild_hint: str = "") -> tuple[Path, bool]:
     """The stage folder `<home>/<name>-<key>`, keyed on `settings`, `upstream` (name -> key of each stage
     it reads) and `modules`, and whether it was built now. `build(tmp_folder) -> log dict` writes the
     stage's files; the log gets `seconds` (this stage's own training time) and is saved as log.json, the
-    mark of a finished stage. `label` names the stage in the progress message."""
-    path = Path(home) / f"{name}-{stage_key(settings, upstream, modules)}"
-    if is_finished(path):
+    mark of a finished stage. `label` names the stage in messages.
+
+    `upstream_content` (name -> content_digest of each upstream folder) is recorded in the manifest and
+    checked when the stage is loaded. A damaged stage raises DamagedStage (ending with `rebuild_hint`),
+    or with `repair` is moved to `<home>/damaged/` and rebuilt."""
+    label = label or name
+    upstream_content = upstream_content or {}
+    path = stage_path(home, name, stage_key(settings, upstream, modules))
+    problem = damage(path, upstream_content) if is_finished(path) else None
+    if is_finished(path) and problem is None:
         return path, False
+    if problem and not repair:
+        raise DamagedStage(f"stage {label!r} at {path} is damaged: {problem}. {rebuild_hint}".rstrip())
     check_code_unchanged(modules)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # a concurrent run building this stage: wait for it
         if is_finished(path):
-            return path, False
+            problem = damage(path, upstream_content)   # a concurrent run may have rebuilt it
+            if problem is None:
+                return path, False
+            aside = path.parent / "damaged" / path.name
+            shutil.rmtree(aside, ignore_errors=True)
+            aside.parent.mkdir(exist_ok=True)
+            path.rename(aside)
+            print(f"[minirlhf] stage {label} was damaged ({problem}): moved to {aside}, rebuilding it")
         for leftover in path.parent.glob(f".{path.name}.*"):   # a killed run's temporary folders
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
-        print(f"[minirlhf] training {label or name} (saved to {path})")
+        print(f"[minirlhf] training {label} (saved to {path})")
         with atomic_dir(path) as tmp:
             start = time.time()
             log = build(tmp)
             log["seconds"] = time.time() - start
-            log["threads"] = torch.get_num_threads()   # the last digits of the results depend on it
-            (tmp / "log.json").write_text(json.dumps(log))
+            log["threads"] = torch.get_num_threads()   # the last digits of results depend on it
+            (tmp / LOG).write_text(json.dumps(log))
+            write_manifest(tmp, upstream_content)
     return path, True
 
 

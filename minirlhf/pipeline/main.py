@@ -13,6 +13,7 @@ from ..evaluate import head_to_head, kl_to_reference, perplexity, stage_metrics
 from ..frontier import best_of_n_points, curve_points, fit_gao, plot_frontier
 from ..sampling import sample_responses
 from ..settings import Settings, get_settings
+from . import cache
 from .registry import ALIASES, FRONTIER_RUNS, STAGES, algorithms
 from .report import write_report
 from .stages import Pipeline
@@ -28,7 +29,9 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     unknown = [a for a in algos if a not in algorithms()]
     if unknown:
         raise ValueError(f"unknown algorithms {unknown}; registered: {algorithms()} (and {ALIASES})")
-    pipe = Pipeline(settings, out_dir, device)   # sets the CPU threads (pipeline/threads.py)
+    # sets the CPU threads (pipeline/threads.py); a damaged stage is rebuilt, with what depends on it (cache.py)
+    pipe = Pipeline(settings, out_dir, device, repair=True)
+    cache.remove_leftovers(pipe.out_dir)   # the temporary folders of killed runs
     print(f"[minirlhf] setting {settings.name!r}, seed {settings.seed}, device {pipe.device} "
           f"({pipe.threads} CPU thread{'s' * (pipe.threads > 1)}), output {pipe.out_dir}")
     start = time.time()

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from ..pretrain import document_examples
-from ..settings import Settings, get_settings
+from ..settings import PRESETS, Settings, get_settings
 from ..tokenizer import build_tokenizer
 from ..training import pick_device
 from ..world import World
@@ -34,9 +34,15 @@ def default_home() -> Path:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings | str | None = None, out_dir=None, device=None):
+    """`repair=True` (the main job, `python -m minirlhf repair`): a damaged stage is moved aside and rebuilt,
+    with every stage downstream of it that no longer matches; otherwise loading it is refused, with the
+    command that repairs it (cache.py)."""
+
+    def __init__(self, settings: Settings | str | None = None, out_dir=None, device=None, repair: bool = False):
         self.settings = settings if isinstance(settings, Settings) else get_settings(settings)
         self.out_dir = Path(out_dir) if out_dir else default_home() / self.settings.name
+        cache.check_home(self.out_dir)
+        self.repair = repair
         self.device = pick_device(device)
         self.threads = use_cpu_threads(self.device)   # see threads.py: MINIRLHF_THREADS, else cores − 1
         self.world = World(self.settings.world)   # the requests; the "world" stage saves its data sets
@@ -79,16 +85,33 @@ class Pipeline:
         if name not in self._paths:
             stage = self._stage(name)
             settings, upstream, modules = self._inputs(name)
-            for up in upstream:   # upstream first, so that this stage's time is its own
-                self.stage_dir(up)
-            folder = stage.recipe.__name__.removesuffix("_stage")
-            path, built = cache.build_or_load(self.out_dir, folder, settings, upstream, modules,
-                                              lambda tmp: self._train(name, tmp), label=name)
+            # upstream first (so that this stage's time is its own), and what it holds now
+            content = {up: cache.content_digest(self.stage_dir(up)) for up in upstream}
+            path, built = cache.build_or_load(self.out_dir, self._folder(name), settings, upstream, modules,
+                                              lambda tmp: self._train(name, tmp), label=name,
+                                              upstream_content=content, repair=self.repair,
+                                              rebuild_hint=self.repair_hint(name))
             if built:
                 self.built.append(name)
             self.used.append(name)
             self._paths[name] = path
         return self._paths[name]
+
+    def repair_hint(self, name: str) -> str:
+        """How to rebuild stage `name` of this pipeline: a command for the settings the command line can name."""
+        preset = PRESETS.get(self.settings.name)
+        if preset is not None and preset.with_seed(self.settings.seed) == self.settings:
+            out = "" if self.out_dir == default_home() / self.settings.name else f" --out {self.out_dir}"
+            return (f"Rebuild it with: python -m minirlhf repair {name} --setting {self.settings.name} "
+                    f"--seed {self.settings.seed}{out}")
+        return f"Rebuild it with: Pipeline(<these settings>, {str(self.out_dir)!r}, repair=True).stage_dir({name!r})"
+
+    def _folder(self, name: str) -> str:
+        return self._stage(name).recipe.__name__.removesuffix("_stage")
+
+    def path(self, name: str) -> Path:
+        """Where stage `name` lives in the cache, built or not."""
+        return cache.stage_path(self.out_dir, self._folder(name), self.key(name))
 
     def _train(self, name: str, tmp: Path) -> dict:
         stage = self._stage(name)
