@@ -16,7 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[notebooks,test]"
-	$(PY) -m ipykernel install --user --name minirlhf --display-name "minirlhf" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name minirlhf --display-name "minirlhf" >/dev/null
+	@if [ -d "$$HOME/.local/share/jupyter/kernels/minirlhf" ]; then \
+	  echo "note: a user-wide kernel 'minirlhf' (from an older checkout) hides this checkout's own one from Jupyter:"; \
+	  echo "      remove it with: rm -r $$HOME/.local/share/jupyter/kernels/minirlhf"; fi
 	touch $@
 
 setup: $(VENV)/.installed

@@ -2,6 +2,8 @@
 directions: nothing stale reused, nothing unaffected retrained), resuming, honest times, one training
 per stage when two runs share a cache, and the registry (a new algorithm is one registry line)."""
 import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import fields, is_dataclass, replace
@@ -10,21 +12,10 @@ from pathlib import Path
 import pytest
 
 import minirlhf.pipeline.registry as registry
-from minirlhf.model import GPTConfig
 from minirlhf.pipeline import Pipeline, cache, default_home
 from minirlhf.pipeline.main import run
-from minirlhf.pretrain import PretrainConfig
-from minirlhf.reward import RewardConfig
-from minirlhf.rlhf import PPOConfig
-from minirlhf.settings import PRESETS, EvalConfig
-from minirlhf.sft import SFTConfig
-from minirlhf.world import WorldConfig
-
-TINY = replace(PRESETS["fast"], name="tiny", world=WorldConfig(n_internet=200, n_demonstrations=20),
-               model=GPTConfig(n_layer=1, n_head=2, n_embd=16), pretrain=PretrainConfig(steps=3, batch_size=4),
-               sft=SFTConfig(epochs=0.2, batch_size=4), reward=RewardConfig(n_rankings=8, prompts_per_batch=4, epochs=1),
-               ppo=PPOConfig(steps=1, batch_size=4, minibatch_size=2, epochs=1, max_new_tokens=4),
-               eval=EvalConfig(samples_per_prompt=1, n_heldout_docs=10), frontier=False)
+from minirlhf.settings import PRESETS
+from tiny import TINY
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +264,23 @@ def test_two_builders_of_one_stage_train_it_once(tmp_path):
     assert len(trained) == 1 and sorted(built for _, built in results) == [False, True]
     assert len({path for path, _ in results}) == 1 and (results[0][0] / "weights").read_text() == "w"
     assert not [p for p in Path(tmp_path).iterdir() if p.is_dir() and p.name.startswith(".")]
+
+
+def test_two_main_jobs_started_together_train_each_stage_once_and_agree(tmp_path):
+    """What `python -m minirlhf run` does twice at once on one cache, in the TINY setting."""
+    script = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from tiny import TINY\nfrom minirlhf.pipeline.main import run\n"
+              "m = run(TINY, sys.argv[1], algorithm_names=['ppo', 'dpo'])\n"
+              "json.dump({k: v for k, v in m.items() if k not in ('timing_s', 'built_this_run')}, open(sys.argv[2], 'w'))")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cache"), str(tmp_path / f"m{i}.json")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    trained = [line.split()[2] for out in outputs for line in out.splitlines() if line.startswith("[minirlhf] training ")]
+    assert len(trained) == len(set(trained)) == 6, f"trained twice: {sorted(trained)}"
+    assert json.loads((tmp_path / "m0.json").read_text()) == json.loads((tmp_path / "m1.json").read_text())
+    assert json.loads((tmp_path / "cache" / "metrics.json").read_text())["stages"], "the report is whole"
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir() and p.name.startswith(".")]
 
 
 # -- the registry: a new algorithm is one file and one line ----------------------------------------

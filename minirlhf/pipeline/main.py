@@ -15,7 +15,7 @@ from ..sampling import sample_responses
 from ..settings import Settings, get_settings
 from . import cache
 from .registry import ALIASES, FRONTIER_RUNS, STAGES, algorithms
-from .report import write_report
+from .report import save, write_report
 from .stages import Pipeline
 
 
@@ -89,7 +89,7 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     }
     if frontier_algos:
         metrics["frontier"] = frontier_of(pipe, frontier_algos)
-        plot_frontier(metrics["frontier"], pipe.out_dir / "frontier.png")
+        save(pipe.out_dir / "frontier.png", lambda p: plot_frontier(metrics["frontier"], p))
     write_report(pipe.out_dir, metrics, rows, {name: pipe.log(name) for name in used},
                  {a: STAGES[a].title for a in algos})
     return metrics

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
+from typing import Callable
 
 from ..plots import PPO_PANELS, plot_losses, plot_ppo, plot_stages
 from ..world import KINDS
@@ -11,20 +14,32 @@ METRICS = ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "borderli
            "ended_rate", "mean_length")
 
 
+def save(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` writes a file under a temporary name beside `path` (same extension), which then replaces
+    `path` at once: two runs writing one report never leave a file made of both."""
+    tmp = path.with_name(f".{os.getpid()}-{threading.get_ident()}.{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict) -> None:
     """`rows`: samples per evaluated model; `logs`: the log of every stage used; `titles`: algorithm -> title."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "samples.json").write_text(json.dumps(rows, indent=1))
-    plot_losses({"pretraining": logs["base"]["losses"], "SFT (response tokens)": logs["sft"]["losses"],
-                 "reward model (Bradley–Terry)": logs["reward"]["losses"]}, out / "losses.png")
+    save(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
+    save(out / "samples.json", lambda p: p.write_text(json.dumps(rows, indent=1)))
+    save(out / "losses.png", lambda p: plot_losses({
+        "pretraining": logs["base"]["losses"], "SFT (response tokens)": logs["sft"]["losses"],
+        "reward model (Bradley–Terry)": logs["reward"]["losses"]}, p))
     keys = {key for key, _ in PPO_PANELS}   # an algorithm's per-step history is plotted when it logs these
     histories = {titles[a]: logs[a]["history"] for a in metrics["algorithms"]
                  if logs[a].get("history") and keys <= set(logs[a]["history"][0])}
     if histories:
-        plot_ppo(histories, out / "ppo.png")
+        save(out / "ppo.png", lambda p: plot_ppo(histories, p))
     names = list(rows)
-    plot_stages({n: metrics["stages"][n] for n in names}, out / "stages.png")
+    save(out / "stages.png", lambda p: plot_stages({n: metrics["stages"][n] for n in names}, p))
 
     st, rm, tax, t = metrics["stages"], metrics["reward_model"], metrics["alignment_tax"], metrics["timing_s"]
     lines = [f"# minirlhf run: setting `{metrics['setting']}`, seed {metrics['seed']}, device {metrics['device']} "
@@ -80,6 +95,6 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
         cells = [f"{rows[n][i]['response']}{'' if rows[n][i]['ended'] else ' …'} ({rows[n][i]['gold']:.2f})"
                  for n in names]
         lines.append(f"| {row['prompt']} | " + " | ".join(cells) + " |")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    save(out / "report.md", lambda p: p.write_text("\n".join(lines) + "\n"))
     print("\n".join(lines[:6 + len(METRICS) + len(KINDS) + 1]))
     print(f"[minirlhf] wrote {out / 'report.md'}, metrics.json and plots")
