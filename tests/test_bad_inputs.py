@@ -348,25 +348,33 @@ def test_a_damaged_checkpoint_is_refused_when_loaded(how, message, tiny_gpt, tmp
 
 
 def test_saves_and_loads_at_once_never_see_a_missing_or_mixed_checkpoint(tmp_path):
-    """Two processes save one model over and over while a third loads it: every load finds a whole one."""
+    """Two processes save one model over and over while a third loads it until they are done: every load
+    finds a whole checkpoint, and no save fails. (Without the swap lock, every one of 4 tries failed.)"""
     script = f"""
-import sys, torch
+import sys, time, torch
+from pathlib import Path
+from minirlhf.checkpoint import load_checkpoint
 from minirlhf.model import GPT, GPTConfig
-path, role = {str(tmp_path / 'm')!r}, sys.argv[1]
+path, role = Path({str(tmp_path / 'm')!r}), sys.argv[1]
 torch.manual_seed(0)
 model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=1, n_embd=8))
-model.save_pretrained(path) if role == "first" else None
-if role == "writer":
-    for _ in range(40):
+if role == "first":
+    model.save_pretrained(path)
+elif role.startswith("writer"):
+    for _ in range(100):
         model.save_pretrained(path)
-elif role == "reader":
-    for _ in range(300):
-        loaded = GPT.from_pretrained(path)
-        assert torch.equal(loaded.tok_emb.weight, model.tok_emb.weight)
+    (path.parent / f"{{role}}.done").touch()
+else:
+    loads, start = 0, time.time()
+    while not all((path.parent / f"writer{{i}}.done").exists() for i in (1, 2)) and time.time() - start < 120:
+        config, tensors = load_checkpoint(path, GPT.model_type)
+        assert torch.equal(tensors["tok_emb.weight"], model.tok_emb.weight)
+        loads += 1
+    assert loads > 0
 """
     subprocess.run([sys.executable, "-c", script, "first"], check=True, timeout=120)
     procs = [subprocess.Popen([sys.executable, "-c", script, role], stderr=subprocess.PIPE, text=True)
-             for role in ("writer", "writer", "reader")]
+             for role in ("writer1", "writer2", "reader")]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert not [p for p in tmp_path.iterdir() if p.is_dir() and p.name != "m"], "temporary folders left behind"

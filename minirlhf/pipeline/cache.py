@@ -239,7 +239,11 @@ def remove_leftovers(home: Path) -> list[Path]:
     whose lock is free, so that the work of a run still going is never deleted. Returns what it removed."""
     removed = []
     for lock_file in Path(home).glob(".*.lock"):
-        with open(lock_file, "a") as lock:
+        try:
+            lock = open(lock_file, "a")
+        except OSError:   # someone else's cache, shared read-only: not ours to clean
+            continue
+        with lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
