@@ -378,3 +378,12 @@ else:
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert not [p for p in tmp_path.iterdir() if p.is_dir() and p.name != "m"], "temporary folders left behind"
+
+
+def test_each_checkout_runs_its_own_package_in_its_notebooks():
+    """A user-wide kernel pointed at whichever checkout installed it last: the kernel lives in the venv, and the
+    tests run the notebooks on the Python that runs pytest."""
+    root = Path(__file__).resolve().parent.parent
+    makefile = (root / "Makefile").read_text()
+    assert "ipykernel install --sys-prefix" in makefile and "ipykernel install --user" not in makefile
+    assert "--nbval-current-env" in (root / "pyproject.toml").read_text()

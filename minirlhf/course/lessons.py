@@ -498,7 +498,7 @@ def main(argv=None) -> int:
     results = []
     for seed in args.seeds:
         settings, out_dir = arguments.resolve(parser, args.setting, seed, args.out)
-        pipe = Pipeline(settings, out_dir, args.device)   # sets the CPU threads
+        pipe = Pipeline(settings, out_dir, args.device, repair=True)   # sets the CPU threads; rebuilds a damaged stage
         print(f"[lessons] setting {pipe.settings.name!r}, seed {seed}: measuring (trains what is not cached)",
               flush=True)
         m = measure(pipe)

@@ -279,9 +279,11 @@ def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # a concurrent run building this stage: wait for it
         if is_finished(path):
-            problem = damage(path, upstream_content)   # a concurrent run may have rebuilt it
+            problem = damage(path, upstream_content)   # a concurrent run may have built or rebuilt it
             if problem is None:
                 return path, False
+            if not repair:
+                raise DamagedStage(f"stage {label!r} at {path} is damaged: {problem}. {rebuild_hint}".rstrip())
             aside = path.parent / "damaged" / path.name
             shutil.rmtree(aside, ignore_errors=True)
             aside.parent.mkdir(exist_ok=True)

@@ -81,9 +81,8 @@ class Pipeline:
         return self._keys[name]
 
     def stage_dir(self, name: str) -> Path:
-        """The stage's folder, built first if it is not finished."""
+        """The stage's folder, built first if it is not finished, and checked against its manifest (cache.py)."""
         if name not in self._paths:
-            stage = self._stage(name)
             settings, upstream, modules = self._inputs(name)
             # upstream first (so that this stage's time is its own), and what it holds now
             content = {up: cache.content_digest(self.stage_dir(up)) for up in upstream}
