@@ -53,3 +53,21 @@ def test_notebook_is_a_lecture(path):
         f"{path.name}: a cell should say which setting the notebook runs in"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "minirlhf" in code, f"{path.name}: notebooks import the package rather than copying its code"
+
+
+def test_every_section_of_the_source_article_names_notebook_headings_that_exist():
+    """notebooks/README.md maps the article's sections A1–A11 to `NN › heading`; each heading must be a heading
+    of that notebook, and no section may be left without one."""
+    import re
+
+    readme = (NOTEBOOKS / "README.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (A\d+) \| [^|]+ \| ([^|]*) \|", readme, re.M)}
+    assert sorted(rows, key=lambda a: int(a[1:])) == [f"A{i}" for i in range(1, 12)], sorted(rows)
+    headings = {p.name[:2]: {line.lstrip("#").strip() for m in _markdown(nbformat.read(p, as_version=4))
+                             for line in m.splitlines() if line.startswith("#")} for p in PATHS}
+    for section, cell in rows.items():
+        refs = [r.strip() for r in cell.split(";") if r.strip()]
+        assert refs, f"{section} names no notebook"
+        for ref in refs:
+            number, _, heading = ref.partition(" › ")
+            assert heading in headings.get(number, set()), f"{section}: notebook {number} has no heading {heading!r}"
