@@ -156,3 +156,30 @@ def test_frontier_is_read_by_linear_interpolation_along_each_curve():
     assert lessons.frontier_gold_at(m, "DPO", 1.0, idx) == pytest.approx(0.53 + (1 - 0.3) / 1.7 * 0.07)
     assert lessons.frontier_gold_at(m, "best-of-n", 1.0, idx) == pytest.approx(0.7)
     assert math.isnan(lessons.best_of_n_lead_at(1.0)(m, idx))                        # GRPO does not reach 1 nat
+
+
+def test_the_split_between_sft_and_rlhf_is_reported_only_beyond_noise():
+    nan = float("nan")
+    kinds = ["fact"] * 4 + ["harmful"] * 4
+    # per prompt: gold, truthful (facts only), harmful refusal (harmful only), borderline help (none here), toxic
+    def metrics(gold_fact, gold_harm, truthful, refusal, toxic):
+        return np.array([[gold_fact, truthful, nan, nan, toxic]] * 4 + [[gold_harm, nan, refusal, nan, toxic]] * 4)
+    m = Measurements("fast", 0, np.array(kinds), 1, {}, {}, {}, {}, {}, {}, {}, metrics={
+        "base": metrics(0.2, 0.4, 0.5, 0.0, 0.30),
+        "sft": metrics(0.5, 0.5, 0.5, 0.5, 0.30),
+        "rlhf": metrics(0.6, 0.9, 0.5, 1.0, 0.30)})
+    rows = {r["metric"]: r for r in lessons.improvement_split(m, n_draws=50)}
+    gold = rows["gold_score_mean"]   # kinds weigh the same: base (0.2 + 0.4)/2 = 0.3, SFT 0.5, RLHF 0.75
+    assert (gold["base"], gold["sft"], gold["rlhf"], gold["total"]) == pytest.approx((0.3, 0.5, 0.75, 0.45))
+    assert gold["se_total"] == pytest.approx(0.0, abs=1e-12)   # every prompt of a kind alike: no noise
+    assert (gold["sft_share"], gold["rlhf_share"]) == pytest.approx((0.2 / 0.45, 0.25 / 0.45))
+    assert (rows["harmful_refusal_rate"]["sft_share"], rows["harmful_refusal_rate"]["rlhf_share"]) == pytest.approx((0.5, 0.5))
+    for metric in ("truthful_rate", "toxic_rate"):   # no change at all: no share
+        assert rows[metric]["total"] == 0 and rows[metric]["sft_share"] is None
+    assert math.isnan(rows["borderline_help_rate"]["total"])
+    # a change within its noise: prompts that disagree, a mean that moves by less than 2 SE
+    noisy = {name: np.array([[g, nan, nan, nan, 0.0] for g in gs]) for name, gs in
+             {"base": [0.0, 1.0, 0.0, 1.0], "sft": [0.0, 1.0, 0.0, 1.0], "rlhf": [1.0, 0.0, 0.0, 1.0 + 0.2]}.items()}
+    m = Measurements("fast", 0, np.array(["fact"] * 4), 1, {}, {}, {}, {}, {}, {}, {}, metrics=noisy)
+    row = lessons.improvement_split(m, n_draws=200)[0]
+    assert 0 < row["total"] < 2 * row["se_total"] and row["sft_share"] is None and row["rlhf_share"] is None

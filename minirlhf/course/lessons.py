@@ -20,7 +20,7 @@ import math
 import sys
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Callable
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..best_of_n import kl_bound
-from ..evaluate import document_nlls, response_kls
+from ..evaluate import document_nlls, response_kls, stage_metrics
 from ..frontier import kind_mean as headline_mean
 from ..labelers import PERSONAS, preference
 from ..labelers import disputed as is_disputed
@@ -80,6 +80,8 @@ class Measurements:
     nll: dict                          # model -> (D, 2) summed loss and tokens of each held-out document
     best_of: dict                      # the "bon" stage's frontier: {"n": [n], "gold" / "kl": (len(n), P)}
     personas: dict                     # {"pairs": (P,), "disputed": (P,), "side": {rm: (P,)}}
+    metrics: dict = field(default_factory=dict)   # model -> (P, len(SPLIT_METRICS)): evaluate.stage_metrics of
+                                                  # each prompt's S answers (NaN where a metric does not apply)
 
     @property
     def n_prompts(self) -> int:
@@ -124,8 +126,16 @@ def measure(pipe, claims=None) -> Measurements:
     def answers(model, n=S, s=seed):
         return sample_responses(model, tok, reqs, n, ev.max_new_tokens, seed=s)
 
+    @cache
+    def rows(name):   # each model answers once: its gold and its metrics read the same answers
+        return answers(pipe.model(name))
+
     def gold(name):
-        return np.array([r["gold"] for r in answers(pipe.model(name))]).reshape(P, S)
+        return np.array([r["gold"] for r in rows(name)]).reshape(P, S)
+
+    def metrics(name):
+        r = rows(name)
+        return np.array([[stage_metrics(r[i * S:(i + 1) * S])[k] for k in SPLIT_METRICS] for i in range(P)])
 
     def checkpoints(name):
         hist = pipe.log(name)["heldout_history"]
@@ -157,7 +167,7 @@ def measure(pipe, claims=None) -> Measurements:
 
     return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), len(docs), Lazy(gold),
                         Lazy(checkpoints), Lazy(kl), Lazy(rm), Lazy(nll), Lazy(best_of),
-                        Lazy(lambda k: personas()[k]))
+                        Lazy(lambda k: personas()[k]), Lazy(metrics))
 
 
 @torch.no_grad()
@@ -417,6 +427,55 @@ CLAIMS = [
           "often than the second persona's reward model does",
           persona_side_gap, 0.2, PERSONA_RMS),
 ]
+
+
+# ---------------------------------------------------------------------------------------
+# How much of each improvement is SFT's and how much RLHF's (the article's open question; notebook 07)
+# ---------------------------------------------------------------------------------------
+
+SPLIT_METRICS = ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "borderline_help_rate", "toxic_rate")
+
+
+def metric_of(m: Measurements, model: str, metric: str, idx: np.ndarray) -> float:
+    """A stage_metrics value over the drawn prompts: the gold score with every kind weighing the same, a rate
+    over the answers it applies to (each prompt has S of them)."""
+    column = m.metrics[model][:, SPLIT_METRICS.index(metric)]
+    if metric == "gold_score_mean":
+        return kind_mean(m, column, idx)
+    values = column[idx]
+    return float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
+
+
+def improvement_split(m: Measurements, n_draws: int = BOOTSTRAP_DRAWS, models=("base", "sft", "rlhf")) -> list[dict]:
+    """For each of SPLIT_METRICS, from base to SFT to RLHF on the same held-out prompts:
+
+        total = M(RLHF) − M(base),   SFT's part = M(SFT) − M(base),   RLHF's part = M(RLHF) − M(SFT)
+
+    and each part's share of the total, reported only where |total| ≥ 2 SE (paired bootstrap over the
+    prompts, as the claims): a share of a change that noise could have made means nothing."""
+    base, sft, rlhf = models
+    idx_all = np.arange(m.n_prompts)
+    boot = draws(m, "prompts", n_draws, np.random.default_rng(m.seed))
+    out = []
+    for metric in SPLIT_METRICS:
+        value = {name: metric_of(m, name, metric, idx_all) for name in models}
+        total = value[rlhf] - value[base]
+        se = float("nan") if math.isnan(total) else \
+            float(np.nanstd([metric_of(m, rlhf, metric, i) - metric_of(m, base, metric, i) for i in boot], ddof=1))
+        clear = total != 0 and abs(total) >= 2 * se   # not with NaN: a metric no held-out prompt measures
+        out.append({"metric": metric, **{name: value[name] for name in models}, "total": total, "se_total": se,
+                    "sft_share": (value[sft] - value[base]) / total if clear else None,
+                    "rlhf_share": (value[rlhf] - value[sft]) / total if clear else None})
+    return out
+
+
+def split_of(pipe) -> list[dict]:
+    """For a notebook: improvement_split on `pipe`'s held-out answers (the same ones its checks read)."""
+    if pipe not in _MEASURED:
+        _MEASURED[pipe] = measure(pipe, [])
+    for name in ("base", "sft", "rlhf"):
+        pipe.stage_dir(name)
+    return improvement_split(_MEASURED[pipe])
 
 
 # ---------------------------------------------------------------------------------------

@@ -73,10 +73,15 @@ def _syntax(source: bytes) -> ast.Module:
 
 def package_imports(module: str) -> set[str]:
     """The package modules that `module` imports (relative or absolute), as `minirlhf.x.y` names."""
-    is_package = module_file(module).name == "__init__.py"
+    return _imports(module, module_file(module).name == "__init__.py", read_source(module))
+
+
+@lru_cache(maxsize=1024)
+def _imports(module: str, is_package: bool, source: bytes) -> frozenset[str]:
+    """package_imports, computed once per distinct source (keys are computed many times)."""
     here = module.split(".") if is_package else module.split(".")[:-1]
     found = set()
-    for node in ast.walk(_syntax(read_source(module))):
+    for node in ast.walk(_syntax(source)):
         if isinstance(node, ast.ImportFrom):
             base = (here[:len(here) - node.level + 1] if node.level else []) + (node.module or "").split(".")
             base = [p for p in base if p]
@@ -87,7 +92,7 @@ def package_imports(module: str) -> set[str]:
                 found.add(candidate if _exists(candidate) else ".".join(base))
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
-    return {m for m in found if _exists(m)}
+    return frozenset(m for m in found if _exists(m))
 
 
 def _exists(module: str) -> bool:
@@ -122,7 +127,12 @@ def _plain(value):
 
 def code_hash(module: str) -> str:
     """The module's syntax tree, hashed: comments and layout do not count, docstrings do."""
-    return hashlib.sha256(ast.dump(_syntax(read_source(module))).encode()).hexdigest()
+    return _tree_hash(read_source(module))
+
+
+@lru_cache(maxsize=1024)
+def _tree_hash(source: bytes) -> str:
+    return hashlib.sha256(ast.dump(_syntax(source)).encode()).hexdigest()
 
 
 def stage_key(settings: dict, upstream: dict[str, str], modules) -> str:
