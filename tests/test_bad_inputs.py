@@ -213,6 +213,20 @@ def test_the_command_in_the_message_rebuilds_the_stage(tmp_path):
     assert len(Pipeline("fast", tmp_path).datasets()["prompts_eval"]) > 0
 
 
+def test_a_read_only_cache_serves_what_it_has_and_says_what_it_cannot_build(tmp_path, monkeypatch):
+    Pipeline(TINY, tmp_path).stage_dir("world")
+
+    def read_only(*args, **kwargs):   # root may write anywhere: a folder it cannot write in, simulated
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache.tempfile, "TemporaryFile", read_only)
+    pipe = Pipeline(TINY, tmp_path)
+    assert len(pipe.datasets()["prompts_eval"]) > 0
+    with pytest.raises(ValueError, match=r"stage 'base' must be built, but cannot write in the run folder .* "
+                                         r"\(Permission denied\)"):
+        pipe.stage_dir("base")
+
+
 def test_leftovers_of_killed_runs_go_unless_a_run_holds_their_lock(tmp_path):
     for stage in ("sft-0123456789", "ppo-9876543210"):
         (tmp_path / f".{stage}.lock").touch()

@@ -231,14 +231,18 @@ def check_code_unchanged(modules) -> None:
                                "the kernel (or the run) so that the stage is trained by the code it is keyed on")
 
 
-def check_home(home: Path) -> None:
-    """Make sure the cache can write in `home` (created if need be), or raise a ValueError that says why not."""
+def check_home(home: Path, write: bool = True) -> None:
+    """Make sure `home` is a folder (created if need be) the cache can write in, or, with write=False, at least
+    read (a class's shared cache, read-only); else raise a ValueError that says why not."""
     home = Path(home)
     if home.exists() and not home.is_dir():
         raise ValueError(f"the run folder {home} is a file: give a folder (--out DIR or MINIRLHF_HOME)")
+    if home.is_dir() and not write:
+        return
     try:
         home.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=home).close()
+        if write:
+            tempfile.TemporaryFile(dir=home).close()
     except OSError as e:
         raise ValueError(f"cannot write in the run folder {home} ({e.strerror}): give a folder you can write to "
                          "(--out DIR or MINIRLHF_HOME)") from None
@@ -285,7 +289,10 @@ def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str
     if problem and not repair:
         raise DamagedStage(f"stage {label!r} at {path} is damaged: {problem}. {rebuild_hint}".rstrip())
     check_code_unchanged(modules)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:   # a read-only cache (a class's, shared) serves the stages it has; this one it has not
+        check_home(path.parent)
+    except ValueError as e:
+        raise ValueError(f"stage {label!r} must be built, but {e}") from None
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # a concurrent run building this stage: wait for it
         if is_finished(path):

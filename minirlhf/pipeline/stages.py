@@ -41,7 +41,7 @@ class Pipeline:
     def __init__(self, settings: Settings | str | None = None, out_dir=None, device=None, repair: bool = False):
         self.settings = settings if isinstance(settings, Settings) else get_settings(settings)
         self.out_dir = Path(out_dir) if out_dir else default_home() / self.settings.name
-        cache.check_home(self.out_dir)
+        cache.check_home(self.out_dir, write=False)   # a shared cache may be read-only: building needs writing
         self.repair = repair
         self.device = pick_device(device)
         self.threads = use_cpu_threads(self.device)   # see threads.py: MINIRLHF_THREADS, else cores − 1
