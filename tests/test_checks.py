@@ -131,6 +131,12 @@ def policy_loss(logp, old_logp, advantages, mask, clip=0.2, sign=1.0, objective=
     return loss, {"clipfrac": clipfrac.item(), "approx_kl": approx_kl.item()}
 
 
+def clipped_advantages(logp, old_logp, advantages, mask, clip=0.2):
+    ratio = torch.exp(logp - old_logp)
+    objective = torch.min(ratio * advantages, ratio * advantages.clamp(1 - clip, 1 + clip))
+    return -(objective * mask).sum() / mask.sum(), {}
+
+
 def value_loss(values, old_values, returns, mask, clip=0.2, select=torch.max, half=0.5):
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     per_token = select((values - returns) ** 2, (clipped - returns) ** 2)
@@ -160,6 +166,8 @@ CASES = {
     "ranking_to_pairs": (checks.check_ranking_to_pairs, (ranking_to_pairs,), [
         ((lambda r: [(r[i], r[i + 1]) for i in range(len(r) - 1)],), "only neighbours"),
         ((lambda r: [(b, a) for a, b in ranking_to_pairs(r)],), "(loser, winner)"),
+        # on [2, 0] sorting gives the reversed pair: the hint that explains every case wins
+        ((lambda r: ranking_to_pairs(sorted(r)),), "you sorted the ranking"),
     ]),
     "bradley_terry_loss": (checks.check_bradley_terry_loss, (bradley_terry,), [
         ((lambda w, lo: F.logsigmoid(w - lo).mean(),), "wrong sign"),
@@ -181,6 +189,11 @@ CASES = {
         ((type("Backwards", (Controller,), {"update": lambda self, kl, n: setattr(
             self, "value", self.value * (1 - max(-0.2, min(0.2, kl / self.target - 1)) * n / self.horizon))}),),
          "wrong way"),
+        ((type("Additive", (Controller,), {"update": lambda self, kl, n: setattr(
+            self, "value", self.value + max(-0.2, min(0.2, kl / self.target - 1)) * n / self.horizon)}),),
+         "you added e · n / horizon"),
+        ((type("NoHorizon", (Controller,), {"update": lambda self, kl, n: setattr(
+            self, "value", self.value * (1 + max(-0.2, min(0.2, kl / self.target - 1))))}),), "forgot n_steps / horizon"),
     ]),
     "per_token_rewards": (checks.check_per_token_rewards, (per_token_rewards,), [
         ((wrong(per_token_rewards, on_last_real=False),), "on the last column"),
@@ -197,6 +210,8 @@ CASES = {
         ((wrong(policy_loss, objective=torch.max),), "optimistic"),
         ((wrong(policy_loss, use_mask=False),), "padding positions contribute to your mean"),
         ((wrong(policy_loss, detach=True),), "cut off from autograd"),
+        ((lambda lp, olp, a, m, c: policy_loss(lp, olp, a, m, 1e9),), "you forgot to clip the ratio"),
+        ((clipped_advantages,), "clip the ratio ρ_t to [1 − ε, 1 + ε], not the advantages"),
     ]),
     "dpo_loss": (checks.check_dpo_loss, (dpo,), [
         ((lambda c, r, rc, rr, b: dpo(rc, rr, c, r, b),), "wrong way round"),
@@ -219,6 +234,8 @@ CASES = {
     "value_loss": (checks.check_value_loss, (value_loss,), [
         ((wrong(value_loss, select=torch.min),), "not the min"),
         ((wrong(value_loss, half=1.0),), "forgot the ½"),
+        ((lambda v, ov, r, m, c: value_loss(v, ov, r, m, 1e9),), "not clipped around the OLD values"),
+        ((lambda v, ov, r, m, c: value_loss(v, r, r, m, c),), "not clipped around the OLD values"),   # around R
     ]),
 }
 

@@ -86,11 +86,12 @@ def cases_adaptive_kl(cls) -> None:
     """Run the cases of `check_adaptive_kl`: raise a Hint at the first mismatch."""
     init, target, horizon = 0.1, 6.0, 100
     student, reference = cls(init, target, horizon), ReferenceController(init, target, horizon)
-    # Hand-computed: e = clip(12/6 − 1) = 0.2      β = 0.1 · (1 + 0.2 · 10/100)    = 0.102
-    #                e = 0 at the target              β unchanged                       = 0.102
-    #                e = clip(3/6 − 1) = −0.2       β = 0.102 · (1 − 0.2 · 50/100)  = 0.0918
-    #                e = 6.6/6 − 1 = 0.1 (no clip)  β = 0.0918 · (1 + 0.1 · 100/100) = 0.10098
-    steps = [(12.0, 10, 0.102), (6.0, 10, 0.102), (3.0, 50, 0.0918), (6.6, 100, 0.10098)]
+    # Hand-computed: e = clip(9/6 − 1) = 0.2       β = 0.1 · (1 + 0.2 · 20/100)    = 0.104
+    #                e = 0 at the target              β unchanged                       = 0.104
+    #                e = clip(3/6 − 1) = −0.2       β = 0.104 · (1 − 0.2 · 50/100)  = 0.0936
+    #                e = 6.6/6 − 1 = 0.1 (no clip)  β = 0.0936 · (1 + 0.1 · 100/100) = 0.10296
+    # (n/horizon ≠ β₀ on purpose: with β₀ = n/horizon, β·(1 + e) and β + e·n/horizon are the same number)
+    steps = [(9.0, 20, 0.104), (6.0, 10, 0.104), (3.0, 50, 0.0936), (6.6, 100, 0.10296)]
     beta = init
     for i, (kl, n, hand) in enumerate(steps):
         before = student.value

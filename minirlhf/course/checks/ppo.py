@@ -196,7 +196,7 @@ def _policy_mistakes():
          lambda *a: build(*a, ratio_fn=lambda lp, olp: lp - olp)),
         ("the ratio is exp(logp − old_logp): the inputs are log-probs",
          lambda *a: build(*a, ratio_fn=lambda lp, olp: lp / olp)),
-        ("you forgot to clip the ratio", lambda *a: build(*a, clip=1e9)),
+        ("you forgot to clip the ratio", lambda *a: build(*a[:4], 1e9)),
     ]
 
 
@@ -204,12 +204,15 @@ def _policy_cases():
     g = torch.Generator().manual_seed(7)
     old_logp = -torch.rand(3, 4, generator=g) * 3
     adv = torch.randn(3, 4, generator=g)
-    # Hand case: ρ = [1.5, 0.5, 1.1], A = [1, 1, −1], ε = 0.2
-    #   min(1.5·1, 1.2·1) = 1.2 (clipped);  min(0.5·1, 0.8·1) = 0.5;  min(−1.1, −1.1) = −1.1
-    #   loss = −(1.2 + 0.5 − 1.1) / 3 = −0.2
+    # Hand case: ρ = [1.5, 0.5, 1.1], A = [2, 1, −0.5], ε = 0.2
+    #   min(1.5·2, 1.2·2) = 2.4 (clipped);  min(0.5·1, 0.8·1) = 0.5;  min(−0.55, −0.55) = −0.55
+    #   loss = −(2.4 + 0.5 − 0.55) / 3 = −0.78333
+    # (|A| ≠ 1 on purpose: with A = ±1, clipping the advantages to [0.8, 1.2] changes nothing the max keeps,
+    # and that mistake would look like no clipping at all)
     ratio = torch.tensor([[1.5, 0.5, 1.1]])
-    yield "hand-made case (ρ = [1.5, 0.5, 1.1], A = [1, 1, −1], ε = 0.2)", \
-        (ratio.log(), torch.zeros(1, 3), torch.tensor([[1.0, 1, -1]]), torch.ones(1, 3), 0.2), torch.tensor(-0.2)
+    yield "hand-made case (ρ = [1.5, 0.5, 1.1], A = [2, 1, −0.5], ε = 0.2)", \
+        (ratio.log(), torch.zeros(1, 3), torch.tensor([[2.0, 1, -0.5]]), torch.ones(1, 3), 0.2), \
+        torch.tensor(-2.35 / 3)
     # PPO's first minibatch: π_θ = π_old, so ρ = 1, the loss is −mean(A) and nothing is clipped
     yield "the first minibatch (logp = old_logp)", (old_logp, old_logp, adv, MASK, 0.2), None
     logp = old_logp + torch.randn(3, 4, generator=g) * 0.4
@@ -272,9 +275,8 @@ def cases_policy_loss(fn) -> None:
 # ---------------------------------------------------------------- clipped value loss
 
 def _value_mistakes():
-    def build(v, old_v, ret, mask, clip, pessimistic=True, half=True, use_mask=True, around=None):
-        centre = old_v if around is None else around
-        v_clipped = centre + (v - centre).clamp(-clip, clip)
+    def build(v, old_v, ret, mask, clip, pessimistic=True, half=True, use_mask=True):
+        v_clipped = old_v + (v - old_v).clamp(-clip, clip)
         a, b = (v - ret) ** 2, (v_clipped - ret) ** 2
         per_token = torch.maximum(a, b) if pessimistic else torch.minimum(a, b)
         per_token = per_token * (0.5 if half else 1.0)
@@ -285,9 +287,10 @@ def _value_mistakes():
          lambda *a: build(*a, pessimistic=False)),
         ("you forgot the ½ in L_V = ½ E[max(...)]", lambda *a: build(*a, half=False)),
         ("padding positions contribute to your mean: average over the mask", lambda *a: build(*a, use_mask=False)),
-        ("clip the new values around the OLD values: V_clip = V_old + clip(V − V_old, −ε, ε)",
-         lambda v, old_v, ret, mask, clip: build(v, old_v, ret, mask, clip, around=ret)),
-        ("you forgot to clip the values", lambda *a: build(*a[:4], 1e9)),
+        # clipping around the returns is no clipping at all: |clip(V − R, −ε, ε)| ≤ |V − R|, so the max keeps
+        # the unclipped error on every input. One hint for both.
+        ("your values are not clipped around the OLD values (not clipped at all, or clipped around the returns, "
+         "which the max then ignores): V_clip = V_old + clip(V − V_old, −ε, ε)", lambda *a: build(*a[:4], 1e9)),
     ]
 
 
@@ -298,12 +301,13 @@ def check_value_loss(fn) -> CheckResult:
 
 def cases_value_loss(fn) -> None:
     """Run the cases of `check_value_loss`: raise a Hint at the first mismatch."""
-    # Hand case, ε = 0.2: V = [1, 0], V_old = [0, 0], R = [1, 1]
+    # Hand case, ε = 0.2: V = [1, 0], V_old = [0, 0.9], R = [1, 1]
     #   token 0 moved all the way to its return, but only 0.2 of it is allowed:
-    #     V_clip = 0 + clip(1, −0.2, 0.2) = 0.2;  max((1 − 1)², (0.2 − 1)²) = 0.64
-    #   token 1 did not move: max((0 − 1)², (0 − 1)²) = 1
+    #     V_clip = 0 + clip(1, −0.2, 0.2) = 0.2;  max((1 − 1)², (0.2 − 1)²) = 0.64   (the clip binds)
+    #   token 1 moved away from its return: V_clip = 0.9 + clip(−0.9, −0.2, 0.2) = 0.7;
+    #     max((0 − 1)², (0.7 − 1)²) = max(1, 0.09) = 1                            (the min would take 0.09)
     #   L = ½ · (0.64 + 1) / 2 = 0.41
-    hand = (torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]]),
+    hand = (torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.9]]), torch.tensor([[1.0, 1.0]]),
             torch.ones(1, 2), 0.2)
     g = torch.Generator().manual_seed(8)
     old_v = torch.randn(3, 4, generator=g)

@@ -27,6 +27,9 @@ def _pairs_mistakes():
     def with_self_pairs(r):
         return [(r[i], r[j]) for i in range(len(r)) for j in range(i, len(r))]
 
+    def sorted_first(r):
+        return ranking_to_pairs(sorted(r))
+
     return [
         ("you paired only neighbours in the ranking: every one of the K(K−1)/2 pairs counts "
          "(the best answer also beats the third, the fourth...)", neighbours),
@@ -34,6 +37,8 @@ def _pairs_mistakes():
         ("you made every ordered pair: (a, b) and (b, a) cannot both be preferences; "
          "keep only (better, worse)", both_directions),
         ("you paired answers with themselves: there are K(K−1)/2 pairs, not K(K+1)/2", with_self_pairs),
+        ("you sorted the ranking: its order IS the preference (best first), the numbers are only answer "
+         "indices", sorted_first),
     ]
 
 
@@ -49,20 +54,24 @@ def cases_ranking_to_pairs(fn) -> None:
              # 2 beats 0, 1 and 3; 0 beats 1 and 3; 1 beats 3: 4·3/2 = 6 pairs
              ("ranking [2, 0, 1, 3]", [2, 0, 1, 3], [(2, 0), (2, 1), (2, 3), (0, 1), (0, 3), (1, 3)]),
              ("a ranking of 6 answers", [5, 1, 4, 0, 3, 2], None)]
-    for case, ranking, hand in cases:
-        want = ranking_to_pairs(ranking) if hand is None else hand
+    answers = []
+    for case, ranking, _ in cases:
         got = fn(list(ranking))
         try:
-            got = [tuple(int(i) for i in p) for p in got]
+            answers.append(sorted(tuple(int(i) for i in p) for p in got))   # the order of the pairs does not matter
         except (TypeError, ValueError):
             raise Hint(f"{case}: return a list of (winner, loser) pairs, got {got!r}")
-        if sorted(got) == sorted(want):  # the order of the pairs does not matter
+    for (case, ranking, hand), got in zip(cases, answers):
+        want = sorted(ranking_to_pairs(ranking) if hand is None else hand)
+        if got == want:
             continue
-        for hint, wrong in _pairs_mistakes():
-            if sorted(got) == sorted(wrong(list(ranking))):
-                raise Hint(f"{case}: {hint}")
-        raise Hint(f"{case}: you returned {len(got)} pairs {sorted(got)}; expected the "
-                   f"{len(want)} pairs {sorted(want)}")
+        # the mistake that explains every case (on [2, 0], sorting and reversing give the same pair),
+        # else one that explains this case
+        explains = [(hint, all(sorted(wrong(list(r))) == a for (_, r, _), a in zip(cases, answers)))
+                    for hint, wrong in _pairs_mistakes() if sorted(wrong(list(ranking))) == got]
+        if explains:
+            raise Hint(f"{case}: {max(explains, key=lambda e: e[1])[0]}")
+        raise Hint(f"{case}: you returned {len(got)} pairs {got}; expected the {len(want)} pairs {want}")
 
 
 # ---------------------------------------------------------------- Bradley-Terry
