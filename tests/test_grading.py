@@ -98,3 +98,66 @@ def test_the_csv_has_a_row_per_student_and_a_column_per_exercise(graded):
         table = list(csv.DictReader(f))
     assert [r["student"] for r in table] == ["blank", "endless", "full", "partial", "raises"]
     assert set(POINTS) <= set(table[0])
+
+
+# -- no grade is ever lost (each without the class above: short, and kernels only where they matter) --------
+
+def notebook(*sources) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+    return nb
+
+
+RIGHT_PAIRS = ("from minirlhf.course.checks import check_ranking_to_pairs\n"
+               "check_ranking_to_pairs(lambda r: [(r[i], r[j]) for i in range(len(r)) for j in range(i + 1, len(r))])")
+
+
+def test_junk_in_the_check_log_and_a_malformed_notebook_cost_only_their_own_student(tmp_path):
+    import json
+    import os
+
+    nbformat.write(notebook(RIGHT_PAIRS), tmp_path / "honest.ipynb")
+    nbformat.write(notebook(RIGHT_PAIRS, "import os\nopen(os.environ['MINIRLHF_CHECK_LOG'], 'a').write('junk\\n[1, 2]\\n')"),
+                   tmp_path / "junk.ipynb")
+    broken = json.loads(nbformat.writes(notebook(RIGHT_PAIRS)))
+    broken["cells"][0]["source"] = 42   # a cell whose source is not text
+    (tmp_path / "malformed.ipynb").write_text(json.dumps(broken))
+    rows = {r["student"]: r for r in grade(tmp_path, timeout_s=120, verbose=False)}
+    assert sorted(rows) == ["honest", "junk", "malformed"]
+    assert rows["honest"]["total"] == rows["junk"]["total"] == POINTS["ranking_to_pairs"]
+    assert "2 line(s) of the check log were not check results" in rows["junk"]["notes"]
+    assert rows["malformed"]["total"] == 0 and "unreadable" in rows["malformed"]["notes"]
+    assert os.path.exists(tmp_path / "grades.csv")
+
+
+def test_the_time_limit_is_the_whole_notebooks(tmp_path):
+    from minirlhf.course.grading import run_notebook
+
+    nbformat.write(notebook(*["import time\ntime.sleep(0.9)"] * 20), tmp_path / "slow.ipynb")
+    run = run_notebook(tmp_path / "slow.ipynb", timeout_s=6)
+    # each cell once got at least 1 s after the deadline: 60 cells of 0.9 s ran 58 s against a 30 s limit
+    assert run.status == "timeout after 6 s" and run.seconds < 6 + 2
+
+
+def test_a_grader_stopped_half_way_keeps_its_rows_and_resumes(tmp_path, monkeypatch):
+    import minirlhf.course.grading as grading
+
+    for student in ("ann", "bob", "cat"):
+        nbformat.write(notebook("1 + 1"), tmp_path / f"{student}.ipynb")
+    seen = []
+
+    def fake(path, timeout_s, student=""):   # no kernels: what the grader keeps is the question here
+        seen.append(student)
+        if student == "bob" and len(seen) == 2:
+            raise KeyboardInterrupt   # the instructor's Ctrl-C, or a killed grader
+        return grading.NotebookRun(student, path.name, "finished", 0.1, [],
+                                   [{"exercise": "sft_loss", "status": "passed"}])
+
+    monkeypatch.setattr(grading, "run_notebook", fake)
+    with pytest.raises(KeyboardInterrupt):
+        grade(tmp_path, timeout_s=10, verbose=False)
+    with open(tmp_path / "grades.csv") as f:
+        assert [r["student"] for r in csv.DictReader(f)] == ["ann"]
+    rows = grade(tmp_path, timeout_s=10, verbose=False, resume=True)
+    assert seen == ["ann", "bob", "bob", "cat"], "ann is not graded twice"
+    assert [r["student"] for r in rows] == ["ann", "bob", "cat"] and all(r["total"] == POINTS["sft_loss"] for r in rows)

@@ -1,7 +1,7 @@
 """Grade a class: run every submitted notebook in a fresh kernel, collect the check results,
 and write a table of points per exercise and per student.
 
-    python -m minirlhf grade SUBMISSIONS_DIR [--timeout SECONDS] [--out grades.csv] [--jobs N]
+    python -m minirlhf grade SUBMISSIONS_DIR [--timeout SECONDS] [--out grades.csv] [--jobs N] [--resume]
 
 SUBMISSIONS_DIR holds one folder per student (every .ipynb inside is theirs) and/or one
 notebook per student (`alice.ipynb`). Each notebook runs top to bottom in its own kernel, with
@@ -10,6 +10,11 @@ exercise may still work); a notebook that runs out of time or kills its kernel s
 Either way the checks that finished before count: every check appends its result to the file
 named by $MINIRLHF_CHECK_LOG the moment it ends (see checks/core.py), and the grader reads that
 file, not the notebook's outputs. An exercise whose check never ran scores 0.
+
+One student's notebook cannot cost another their grade: a malformed notebook, junk in its check log or
+an error of the grader while running it becomes that student's row, with a note. The CSV is rewritten
+(atomically) each time a student's last notebook is done, so a grader stopped half-way keeps what it
+graded, and `--resume` grades only the students the CSV does not have yet.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ class NotebookRun:
     """What running one submitted notebook gave."""
     student: str
     notebook: str
-    status: str                     # "finished", "timeout after N s", "kernel died" or "unreadable"
+    status: str                     # "finished", "timeout after N s", "kernel died", "unreadable" or "error: …"
     seconds: float
     errors: list[str] = field(default_factory=list)    # cells that raised: "cell 4: NameError"
     results: list[dict] = field(default_factory=list)  # the check results, in the order they ran
@@ -49,8 +54,15 @@ def run_notebook(path: Path, timeout_s: float, student: str = "") -> NotebookRun
     deadline = start + timeout_s
     try:
         nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)   # a cell whose source is not text, say: refused here, not half-way through
     except Exception as e:  # not JSON, not a notebook: nothing ran
-        return NotebookRun(student, path.name, "unreadable", 0.0, [f"{type(e).__name__}: {e}"])
+        return NotebookRun(student, path.name, "unreadable", 0.0, [f"{type(e).__name__}: {str(e)[:200]}"])
+
+    def time_left(cell) -> int:   # the limit is the whole notebook's: no cell starts after the deadline
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CellTimeoutError(f"the notebook's {timeout_s:g} s are up")
+        return math.ceil(left)
 
     with tempfile.TemporaryDirectory(prefix="minirlhf-grade-") as tmp:
         log = Path(tmp) / "checks.jsonl"
@@ -59,8 +71,7 @@ def run_notebook(path: Path, timeout_s: float, student: str = "") -> NotebookRun
         env = {"OMP_NUM_THREADS": "1", **os.environ, LOG_ENV: str(log)}
         client = NotebookClient(
             nb, kernel_name="python3",  # the grader's own Python, whatever the notebook says
-            # each cell may use what is left of the notebook's time budget
-            timeout_func=lambda cell: max(1, math.ceil(deadline - time.monotonic())),
+            timeout_func=time_left,   # each cell may use what is left of the notebook's time budget
             allow_errors=True, shutdown_kernel="immediate",
             resources={"metadata": {"path": str(path.parent.resolve())}})
         status = "finished"
@@ -70,11 +81,30 @@ def run_notebook(path: Path, timeout_s: float, student: str = "") -> NotebookRun
             status = f"timeout after {timeout_s:g} s"
         except DeadKernelError:
             status = "kernel died"
-        results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        except Exception as e:   # whatever else went wrong running this notebook is this student's row
+            status = f"error: {type(e).__name__}: {str(e)[:200]}"
+        results, junk = read_check_log(log)
 
     errors = [f"cell {i}: {out.get('ename', 'error')}" for i, cell in enumerate(nb.cells)
               if cell.cell_type == "code" for out in cell.get("outputs", []) if out.output_type == "error"]
+    if junk:
+        errors.append(f"{junk} line(s) of the check log were not check results (ignored)")
     return NotebookRun(student, path.name, status, time.monotonic() - start, errors, results)
+
+
+def read_check_log(log: Path) -> tuple[list[dict], int]:
+    """The check results a notebook logged, and how many lines were something else (a cell may write there)."""
+    results, junk = [], 0
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            r = None
+        if isinstance(r, dict) and r.get("exercise") in POINTS and isinstance(r.get("status"), str):
+            results.append(r)
+        else:
+            junk += 1
+    return results, junk
 
 
 def find_submissions(submissions_dir: Path) -> dict[str, list[Path]]:
@@ -113,10 +143,11 @@ def labels() -> dict[str, str]:
 
 
 def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1,
-          verbose: bool = True) -> list[dict]:
+          verbose: bool = True, resume: bool = False) -> list[dict]:
     """Grade every student in `submissions_dir`; write a CSV (default: DIR/grades.csv) and print
-    a summary. `jobs` notebooks run at the same time (each in its own kernel). Returns one row
-    per student: student, each exercise's points, total, max, notes."""
+    a summary. `jobs` notebooks run at the same time (each in its own kernel); `resume` keeps the rows
+    the CSV already has and grades the other students. Returns one row per student: student, each
+    exercise's points, total, max, notes."""
     submissions_dir = Path(submissions_dir)
     if not submissions_dir.is_dir():
         raise FileNotFoundError(f"{submissions_dir} is not a folder: give the folder of submissions (one notebook or "
@@ -125,7 +156,9 @@ def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1
     students = find_submissions(submissions_dir)
     if not students:
         raise FileNotFoundError(f"no .ipynb submissions in {submissions_dir}")
-    tasks = [(path, timeout_s, student) for student, notebooks in students.items() for path in notebooks]
+    rows = read_csv(out_csv) if resume and out_csv.is_file() else {}
+    tasks = [(path, timeout_s, student) for student, notebooks in students.items() if student not in rows
+             for path in notebooks]
     runs: list[NotebookRun] = []
 
     def done(run: NotebookRun) -> None:
@@ -133,6 +166,10 @@ def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1
         if verbose:
             print(f"graded {run.student}/{run.notebook}: {run.status}, {len(run.results)} checks, "
                   f"{run.seconds:.0f} s", flush=True)
+        mine = sorted((r for r in runs if r.student == run.student), key=lambda r: r.notebook)
+        if len(mine) == len(students[run.student]):   # the student's last notebook: their row, saved now
+            rows[run.student] = student_row(run.student, mine)
+            write_csv([rows[s] for s in students if s in rows], out_csv)
 
     if jobs > 1:
         # separate processes (spawned, not forked: the parent may hold torch's thread pools)
@@ -143,14 +180,7 @@ def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1
         for task in tasks:
             done(run_notebook(*task))
 
-    rows = []
-    for student in students:
-        mine = sorted((r for r in runs if r.student == student), key=lambda r: r.notebook)
-        points = score(mine)
-        notes = [f"{r.notebook}: {r.status}" + (f" ({'; '.join(r.errors)})" if r.errors else "")
-                 for r in mine if r.status != "finished" or r.errors]
-        rows.append({"student": student, **points, "total": sum(points.values()),
-                     "max": float(sum(POINTS.values())), "notes": " | ".join(notes)})
+    rows = [rows[s] for s in students]
     write_csv(rows, out_csv)
     if verbose:
         print(summary_table(rows))
@@ -158,13 +188,37 @@ def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1
     return rows
 
 
+def student_row(student: str, runs: list[NotebookRun]) -> dict:
+    points = score(runs)
+    notes = [f"{r.notebook}: {r.status}" + (f" ({'; '.join(r.errors)})" if r.errors else "")
+             for r in runs if r.status != "finished" or r.errors]
+    return {"student": student, **points, "total": sum(points.values()), "max": float(sum(POINTS.values())),
+            "notes": " | ".join(notes)}
+
+
+COLUMNS = ["student", *POINTS, "total", "max", "notes"]
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
-    columns = ["student", *POINTS, "total", "max", "notes"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+    """Written under a temporary name and renamed: a grader stopped while writing leaves the previous CSV."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    """The rows of a CSV written by `write_csv`, by student, numbers as numbers."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != COLUMNS:
+            raise ValueError(f"{path} has the columns {reader.fieldnames}, not this course's {COLUMNS}: grade "
+                             "again without --resume (or give another --out)")
+        return {r["student"]: {k: (r[k] if k in ("student", "notes") else float(r[k])) for k in COLUMNS}
+                for r in reader}
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -187,12 +241,14 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per notebook (default 900)")
     parser.add_argument("--out", default=None, help="the CSV to write (default: SUBMISSIONS/grades.csv)")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks to run at the same time (default 1)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows the CSV already has (a grading that was stopped) and grade the others")
     args = parser.parse_args(argv)
     if args.timeout <= 0 or args.jobs < 1:
         parser.error(f"--timeout must be above 0 s and --jobs at least 1 (got {args.timeout:g} and {args.jobs})")
     try:
-        grade(args.submissions, args.out, args.timeout, args.jobs)
-    except FileNotFoundError as e:   # a missing or empty folder: the instructor gave the wrong path
+        grade(args.submissions, args.out, args.timeout, args.jobs, resume=args.resume)
+    except (FileNotFoundError, ValueError) as e:   # a missing or empty folder, a CSV of another course
         parser.error(str(e))
     return 0
 
