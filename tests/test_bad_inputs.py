@@ -3,6 +3,7 @@ environment variables, damaged caches, and odd calls to the API. Each case has t
 (a one-line error and exit code 2 on the command line, never a traceback) or the right answer."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_a_bad_command_line_is_one_line_and_exit_code_2(argv, message, tmp_path,
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "empty").mkdir()
     argv = [a.format(file=tmp_path / "a_file", tmp=tmp_path) for a in argv]
-    assert __import__("re").search(message, exits_with(argv, capsys))
+    assert re.search(message, exits_with(argv, capsys))
 
 
 # -- the environment ------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def test_a_bad_environment_variable_is_one_line_and_exit_code_2(env, message, tm
     for name, value in env.items():
         monkeypatch.setenv(name, value.format(file=tmp_path / "a_file"))
     argv = ["run", "--fast"] if "MINIRLHF_FAST" not in env and "MINIRLHF_SETTING" not in env else ["run"]
-    assert __import__("re").search(message, exits_with(argv, capsys))
+    assert re.search(message, exits_with(argv, capsys))
 
 
 @pytest.mark.parametrize("value, fast", [("1", True), ("true", True), ("YES", True), ("yes", True),
