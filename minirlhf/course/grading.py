@@ -34,6 +34,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from ..pipeline.report import save
 from .checks.core import EXERCISES, LOG_ENV, POINTS
 
 
@@ -201,13 +202,13 @@ COLUMNS = ["student", *POINTS, "total", "max", "notes"]
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """Written under a temporary name and renamed: a grader stopped while writing leaves the previous CSV."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:g}" if isinstance(v, float) else v) for k, v in row.items()})
+    save(path, write)
 
 
 def read_csv(path: Path) -> dict[str, dict]:

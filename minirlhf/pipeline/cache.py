@@ -262,11 +262,16 @@ def remove_leftovers(home: Path) -> list[Path]:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue   # a run is building this stage now
-            for leftover in Path(home).glob(f"{lock_file.stem}.*"):
-                if leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                    removed.append(leftover)
+            removed += _remove_temporaries(Path(home), lock_file.stem)
     return removed
+
+
+def _remove_temporaries(home: Path, stem: str) -> list[Path]:
+    """The temporary folders `.<stage>.*` of one stage (call with its lock held)."""
+    leftovers = [p for p in home.glob(f"{stem}.*") if p.is_dir()]
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return leftovers
 
 
 def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str], modules,
@@ -286,8 +291,11 @@ def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str
     problem = damage(path, upstream_content) if is_finished(path) else None
     if is_finished(path) and problem is None:
         return path, False
+    def refused(problem: str) -> DamagedStage:
+        return DamagedStage(f"stage {label!r} at {path} is damaged: {problem}. {rebuild_hint}".rstrip())
+
     if problem and not repair:
-        raise DamagedStage(f"stage {label!r} at {path} is damaged: {problem}. {rebuild_hint}".rstrip())
+        raise refused(problem)
     check_code_unchanged(modules)
     try:   # a read-only cache (a class's, shared) serves the stages it has; this one it has not
         check_home(path.parent)
@@ -300,15 +308,13 @@ def build_or_load(home: Path, name: str, settings: dict, upstream: dict[str, str
             if problem is None:
                 return path, False
             if not repair:
-                raise DamagedStage(f"stage {label!r} at {path} is damaged: {problem}. {rebuild_hint}".rstrip())
+                raise refused(problem)
             aside = path.parent / "damaged" / path.name
             shutil.rmtree(aside, ignore_errors=True)
             aside.parent.mkdir(exist_ok=True)
             path.rename(aside)
             print(f"[minirlhf] stage {label} was damaged ({problem}): moved to {aside}, rebuilding it")
-        for leftover in path.parent.glob(f".{path.name}.*"):   # a killed run's temporary folders
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
+        _remove_temporaries(path.parent, f".{path.name}")   # a killed run's temporary folders
         print(f"[minirlhf] training {label} (saved to {path})")
         with atomic_dir(path) as tmp:
             start = time.time()
