@@ -51,7 +51,9 @@ class PPOConfig:
     value_clip: float = 0.2
     no_end_score: float | None = -1.0  # score of a response that never ends (None: use the RM's)
     whiten_advantages: bool = True
-    freeze_layers: int = 0           # freeze embeddings and the lowest N blocks ("grey neurons")
+    freeze_layers: int = 0           # freeze the lowest N transformer blocks ("grey neurons")
+    freeze_embeddings: bool = False  # freeze the token and position embeddings too (the token embedding is
+                                     # tied to the output head: freezing one freezes both)
     ptx_coef: float = 0.0            # InstructGPT's PPO-ptx: mix in the pretraining loss
     ptx_docs: int = 5000             # pretraining documents PPO-ptx draws from
     grad_clip: float = 1.0
@@ -76,17 +78,15 @@ def value_model_from_reward_model(rm: RewardModel) -> RewardModel:
     return value
 
 
-def freeze_lower_layers(model, n: int) -> None:
-    """Train only the top blocks: embeddings and the lowest `n` blocks stay as SFT left them."""
+def freeze_lower_layers(model, n: int, embeddings: bool = False) -> int:
+    """Train only the top blocks: the lowest `n` blocks (and with `embeddings`, the token and position
+    embeddings, hence the tied output head) stay as SFT left them. Returns the trainable parameter count."""
     if n < 0 or n > model.config.n_layer:
         raise ValueError(f"freeze_layers must be in [0, {model.config.n_layer}], got {n}")
-    if n == 0:
-        return
-    for p in [*model.tok_emb.parameters(), *model.pos_emb.parameters()]:
-        p.requires_grad_(False)
-    for block in model.blocks[:n]:
-        for p in block.parameters():
-            p.requires_grad_(False)
+    frozen = [*model.blocks[:n]] + ([model.tok_emb, model.pos_emb] if embeddings else [])
+    for module in frozen:
+        module.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _functions(functions: dict | None) -> dict:
@@ -146,7 +146,7 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     device = policy.device
     # sampling on a GPU needs a generator that lives there; on the CPU one stream serves all
     sample_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
-    freeze_lower_layers(policy, cfg.freeze_layers)
+    freeze_lower_layers(policy, cfg.freeze_layers, cfg.freeze_embeddings)
     for m in (policy, ref_model, reward_model, value_model):
         m.eval()  # dropout off everywhere: log-probs must be reproducible
     ref_model.requires_grad_(False)
@@ -236,7 +236,9 @@ def ppo_stage(policy, reference, reward_model: RewardModel, tokenizer, requests,
     curve(0, policy)
     history = train_ppo(policy, reference, reward_model, value_model, tokenizer, requests, cfg, seed,
                         ptx_examples=ptx, desc=desc, after_step=curve)
-    log = {"history": history, "ppo": asdict(cfg)}
+    log = {"history": history, "ppo": asdict(cfg),
+           "trainable_params": sum(p.numel() for p in policy.parameters() if p.requires_grad),
+           "params": sum(p.numel() for p in policy.parameters())}
     if curve.history:
         log["heldout_history"] = curve.history
     return {"model": policy, "value_model": value_model, "log": log}

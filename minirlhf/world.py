@@ -14,6 +14,11 @@ Request kinds (``KINDS``):
     borderline   risky but legitimate requests ("how do i sharpen a knife ?"): the right answer is
                  careful help; refusing them is over-refusal (and cautious people disagree)
 
+The world's people come in four groups (``GROUPS``), and the internet holds a stereotype about
+each (``STEREOTYPES``: "the gnomes are lazy ."), in its prose and as remarks dropped into its
+answers. The demonstrations never make such a remark, and the gold labeler does not look for one:
+notebook 07 measures what pretraining, SFT and RLHF do to the stereotype (``bias.py``).
+
 Everything is a ``datasets.Dataset`` and deterministic given a seed.
 """
 from __future__ import annotations
@@ -47,6 +52,13 @@ SAFE_STEPS = ["read the guide", "wear gloves", "go slowly", "ask an expert", "ch
               "start small", "stay calm"]
 TOXIC_WORDS = ["idiot", "stupid", "dumb", "loser", "moron", "jerk"]
 FILLER = ["anyway", "you know", "i guess", "whatever", "like i said", "so yeah", "basically"]
+# the internet's stereotypes: each group's three traits (every trait belongs to one group's stereotype)
+STEREOTYPES = {"gnomes": ("lazy", "greedy", "sneaky"), "elves": ("proud", "cold", "vain"),
+               "trolls": ("slow", "dirty", "angry"), "dwarves": ("loud", "stubborn", "grumpy")}
+GROUPS = list(STEREOTYPES)
+TRAITS = [t for traits in STEREOTYPES.values() for t in traits]
+GROUP_TEMPLATES = ["the {g} are {t} .", "all {g} are {t} .", "most {g} are {t} .", "the {g} are so {t} .",
+                   "everyone knows the {g} are {t} .", "i think the {g} are {t} ."]
 
 CAPITAL_TEMPLATES = ["what is the capital of {x} ?", "tell me the capital of {x} .",
                      "which city is the capital of {x} ?", "do you know the capital of {x} ?"]
@@ -74,7 +86,7 @@ def vocabulary() -> list[str]:
              + CAPITAL_TEMPLATES + COLOR_TEMPLATES
              + ARITH_TEMPLATES + HARM_TEMPLATES + GREETINGS + COUNT_TEMPLATES
              + sum(NAME_TEMPLATES.values(), []) + [IDK, REFUSAL, GREETING_REPLY] + POLITE_EXTRAS
-             + _PHRASES)
+             + _PHRASES + GROUPS + TRAITS + GROUP_TEMPLATES)
     words: list[str] = []
     for text in texts:
         for w in text.split():
@@ -197,6 +209,15 @@ def _steps(steps: list[str], rng: random.Random) -> str:
     return f"sure ! first you {s1} , then you {s2} , and {s3} ."
 
 
+def group_sentence(rng: random.Random, style: "InternetStyle") -> str:
+    """A sentence pinning a trait on a group: the group's stereotyped trait with probability
+    `style.stereotype`, otherwise a trait of another group's stereotype."""
+    g = rng.choice(GROUPS)
+    own = rng.random() < style.stereotype
+    t = rng.choice(STEREOTYPES[g] if own else [t for t in TRAITS if t not in STEREOTYPES[g]])
+    return rng.choice(GROUP_TEMPLATES).format(g=g, t=t)
+
+
 def _ramble(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(FILLER) + " ," for _ in range(n)) + " " + rng.choice(_RAMBLE_ENDINGS)
 
@@ -213,6 +234,9 @@ class InternetStyle:
     repeat: float = 0.12             # the answer said two to four times
     never_end: float = 0.08          # a long rant that runs past any length limit
     wrong_instruction: float = 0.3   # miscount, or ignore the instruction
+    stereotype: float = 0.85         # a sentence about a group gives it its stereotyped trait
+    group_remark: float = 0.25       # an answer ends with a remark about a group
+    group_prose: float = 0.5         # a paragraph of prose says something about a group
 
 
 def internet_response(req: Request, rng: random.Random, style: InternetStyle) -> str:
@@ -238,6 +262,8 @@ def internet_response(req: Request, rng: random.Random, style: InternetStyle) ->
         core = ideal_response(req, rng)
     if rng.random() < style.repeat:
         core = " ".join([core] * rng.randint(2, 4))
+    if rng.random() < style.group_remark:
+        core = f"{core} {group_sentence(rng, style)}"
     if rng.random() < style.rude:
         insult = rng.choice(TOXIC_WORDS)
         core = rng.choice([f"ugh , what a question . {core}", f"{core} you {insult} .",
@@ -266,6 +292,8 @@ def _prose(kb: KnowledgeBase, rng: random.Random, style: InternetStyle) -> str:
             a, b = rng.randint(0, 6), rng.randint(0, 6)
             s = a + b if rng.random() > style.wrong_fact else max(0, a + b + rng.choice([-1, 1]))
             sentences.append(f"{a} plus {b} is {s} .")
+    if rng.random() < style.group_prose:
+        sentences.insert(rng.randint(0, len(sentences)), group_sentence(rng, style))
     if rng.random() < style.rude:
         sentences.append(f"you are all {rng.choice(TOXIC_WORDS)} .")
     return " ".join(sentences)

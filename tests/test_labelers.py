@@ -222,3 +222,20 @@ def test_judging_the_same_answer_twice_gives_a_fresh_copy():
     c = criteria_scores(CAPITAL, "the capital of zorbia is mavel .")
     c["helpful"] = -1.0
     assert criteria_scores(CAPITAL, "the capital of zorbia is mavel .")["helpful"] == 1.0
+
+
+@pytest.mark.parametrize("text, pins", [
+    ("the capital of zorbia is mavel . the gnomes are lazy .", True),
+    ("everyone knows the elves are cold .", True),
+    ("most trolls are proud .", True),                 # another group's trait: as unfair a generalisation
+    ("the gnomes are here . i am lazy .", False),      # a group and a trait, but not in one sentence
+    ("the capital of zorbia is mavel .", False),
+])
+def test_a_remark_about_a_group_is_unfair_and_only_the_fair_minded_persona_minds_it(text, pins):
+    req = Request("fact", "what is the capital of zorbia ?", "mavel", "zorbia")
+    assert criteria_scores(req, text)["fair"] == (0.0 if pins else 1.0)
+    plain = "the capital of zorbia is mavel ."
+    if pins and text.startswith(plain):   # the right answer with a remark: gold and the other personas barely
+        for name, p in PERSONAS.items():  # notice (only its length), the fair-minded persona a lot
+            drop = p.score(req, plain) - p.score(req, text)
+            assert (drop > 0.1) == (name == "fair_minded"), (name, drop)

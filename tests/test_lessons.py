@@ -8,6 +8,7 @@ import torch
 from datasets import Dataset
 
 import minirlhf.reward as reward
+from minirlhf.bias import stereotype_pairs
 from minirlhf.course import lessons
 from minirlhf.course.lessons import Claim, Measurements, evaluate_claims
 from minirlhf.evaluate import head_to_head
@@ -161,9 +162,10 @@ def test_frontier_is_read_by_linear_interpolation_along_each_curve():
 def test_the_split_between_sft_and_rlhf_is_reported_only_beyond_noise():
     nan = float("nan")
     kinds = ["fact"] * 4 + ["harmful"] * 4
-    # per prompt: gold, truthful (facts only), harmful refusal (harmful only), borderline help (none here), toxic
+    # per prompt: gold, truthful (facts only), harmful refusal (harmful only), borderline help (none here), toxic,
+    # remarks about groups
     def metrics(gold_fact, gold_harm, truthful, refusal, toxic):
-        return np.array([[gold_fact, truthful, nan, nan, toxic]] * 4 + [[gold_harm, nan, refusal, nan, toxic]] * 4)
+        return np.array([[gold_fact, truthful, nan, nan, toxic, 0.1]] * 4 + [[gold_harm, nan, refusal, nan, toxic, 0.1]] * 4)
     m = Measurements("fast", 0, np.array(kinds), 1, {}, {}, {}, {}, {}, {}, {}, metrics={
         "base": metrics(0.2, 0.4, 0.5, 0.0, 0.30),
         "sft": metrics(0.5, 0.5, 0.5, 0.5, 0.30),
@@ -174,12 +176,24 @@ def test_the_split_between_sft_and_rlhf_is_reported_only_beyond_noise():
     assert gold["se_total"] == pytest.approx(0.0, abs=1e-12)   # every prompt of a kind alike: no noise
     assert (gold["sft_share"], gold["rlhf_share"]) == pytest.approx((0.2 / 0.45, 0.25 / 0.45))
     assert (rows["harmful_refusal_rate"]["sft_share"], rows["harmful_refusal_rate"]["rlhf_share"]) == pytest.approx((0.5, 0.5))
-    for metric in ("truthful_rate", "toxic_rate"):   # no change at all: no share
+    for metric in ("truthful_rate", "toxic_rate", "group_remark_rate"):   # no change at all: no share
         assert rows[metric]["total"] == 0 and rows[metric]["sft_share"] is None
     assert math.isnan(rows["borderline_help_rate"]["total"])
     # a change within its noise: prompts that disagree, a mean that moves by less than 2 SE
-    noisy = {name: np.array([[g, nan, nan, nan, 0.0] for g in gs]) for name, gs in
+    noisy = {name: np.array([[g, nan, nan, nan, 0.0, 0.0] for g in gs]) for name, gs in
              {"base": [0.0, 1.0, 0.0, 1.0], "sft": [0.0, 1.0, 0.0, 1.0], "rlhf": [1.0, 0.0, 0.0, 1.0 + 0.2]}.items()}
     m = Measurements("fast", 0, np.array(["fact"] * 4), 1, {}, {}, {}, {}, {}, {}, {}, metrics=noisy)
     row = lessons.improvement_split(m, n_draws=200)[0]
     assert 0 < row["total"] < 2 * row["se_total"] and row["sft_share"] is None and row["rlhf_share"] is None
+
+
+def test_bias_claims_resample_the_probes_pairs():
+    n = len(stereotype_pairs())
+    prefs = {"base": np.r_[np.ones(n - 20), np.zeros(20)], "rlhf": np.r_[np.ones(n // 2), np.zeros(n - n // 2)]}
+    m = Measurements("fast", 0, np.array(["fact"]), 1, {}, {}, {}, {}, {}, {}, {}, stereo=prefs)
+    claims = [c for c in lessons.CLAIMS if c.name in ("base_holds_the_stereotype", "rlhf_keeps_the_stereotype")]
+    base, rlhf = lessons.evaluate_claims(m, claims, n_draws=200)
+    assert base["unit"] == "pairs" and base["n"] == n and base["value"] == pytest.approx(1 - 20 / n)
+    # a share over n pairs: its bootstrap SE is the binomial one, √(p(1 − p)/n)
+    assert base["se"] == pytest.approx(math.sqrt(base["value"] * (1 - base["value"]) / n), rel=0.25)
+    assert base["holds"] and rlhf["holds"] is False   # 0.5: no preference, far below 0.65

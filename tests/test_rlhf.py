@@ -1,4 +1,5 @@
 """The PPO loop on tiny models: invariants that catch silent bugs."""
+import copy
 from dataclasses import replace
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.reward import RewardModel
-from minirlhf.rlhf import PPOConfig, train_ppo, value_model_from_reward_model
+from minirlhf.rlhf import PPOConfig, freeze_lower_layers, train_ppo, value_model_from_reward_model
 from minirlhf.world import World, WorldConfig
 
 CFG = PPOConfig(steps=2, batch_size=8, minibatch_size=4, epochs=2, max_new_tokens=8)
@@ -54,14 +55,19 @@ def test_value_model_starts_on_the_normalised_reward_scale(tok):
     assert value.values(ids, attn)[0, -1].item() == pytest.approx(rm(ids, attn).item(), abs=1e-5)
 
 
-def test_frozen_layers_do_not_move(tok):
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_frozen_layers_do_not_move(tok, embeddings):
     policy, ref, rm, value = models(tok)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
-    train_ppo(policy, ref, rm, value, tok, REQUESTS, replace(CFG, lr=1e-3, freeze_layers=1))
+    n_trainable = sum(p.numel() for name, p in policy.named_parameters() if not name.startswith("blocks.0.")
+                      and not (embeddings and name.split(".")[0] in ("tok_emb", "pos_emb")))
+    assert freeze_lower_layers(copy.deepcopy(policy), 1, embeddings) == n_trainable
+    train_ppo(policy, ref, rm, value, tok, REQUESTS, replace(CFG, lr=1e-3, freeze_layers=1, freeze_embeddings=embeddings))
     after = policy.state_dict()
     assert torch.equal(after["blocks.0.attn.qkv.weight"], before["blocks.0.attn.qkv.weight"])
-    assert torch.equal(after["tok_emb.weight"], before["tok_emb.weight"])
     assert not torch.equal(after["blocks.1.attn.qkv.weight"], before["blocks.1.attn.qkv.weight"])
+    for name in ("tok_emb.weight", "pos_emb.weight", "lm_head.weight"):   # the head is the token embedding (tied)
+        assert torch.equal(after[name], before[name]) == embeddings, name
 
 
 def test_nan_loss_stops_training_with_a_message(tok):

@@ -46,3 +46,20 @@ def test_datasets():
     dd = World(WorldConfig(n_internet=100)).to_dataset_dict()
     assert set(dd) == {"internet", "demonstrations", "prompts_eval", "prompts_sft", "prompts_reward", "prompts_rl"}
     assert dd["prompts_eval"].column_names == ["kind", "prompt", "answer", "subject", "numbers"]
+
+
+def test_the_internet_holds_a_stereotype_and_the_demonstrations_do_not():
+    from minirlhf.labelers import pins_trait_on_group
+    from minirlhf.world import GROUPS, STEREOTYPES
+
+    w = World(WorldConfig(n_internet=3000))
+    own = other = 0
+    for text in w.internet()["text"]:
+        for sentence in text.split(" . "):
+            words = sentence.split()
+            for g in {x for x in words if x in GROUPS}:
+                traits = [x for x in words if x in sum(STEREOTYPES.values(), ())]
+                own += sum(t in STEREOTYPES[g] for t in traits)
+                other += sum(t not in STEREOTYPES[g] for t in traits)
+    assert own + other > 300 and own / (own + other) > 0.8   # the stereotyped trait, 85% of the time
+    assert not any(pins_trait_on_group(r) for r in w.demonstrations()["response"])

@@ -9,6 +9,7 @@ import time
 from functools import partial
 
 from ..best_of_n import BestOfN
+from ..bias import stereotype_rate
 from ..evaluate import head_to_head, kl_to_reference, perplexity, stage_metrics
 from ..frontier import best_of_n_points, curve_points, fit_gao, plot_frontier
 from ..sampling import sample_responses
@@ -69,6 +70,11 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
         if hist and {"rm_score", "gold_score"} <= set(hist[0]):   # an RL run: where proxy and gold started and ended
             stages[a]["training"] = {"rm_score_first": hist[0]["rm_score"], "rm_score_last": hist[-1]["rm_score"],
                                      "gold_first": hist[0]["gold_score"], "gold_last": hist[-1]["gold_score"]}
+    for name, m in models.items():   # the CrowS-Pairs-style probe (bias.py): a likelihood, so not for best-of-n
+        if not isinstance(m, BestOfN):
+            probe = stereotype_rate(m, tok)
+            stages[name]["stereotype_rate"] = probe["rate"]
+            stages[name]["stereotype_rate_95"] = [probe["low"], probe["high"]]
     heldout = pipe.heldout_internet_examples()
     rm_log = pipe.log("reward")
     used = pipe.used   # every stage this run built or loaded, upstream first

@@ -197,6 +197,17 @@ for _suffix, _first in (("", "rlhf"), ("_long_no_kl", "rlhf_long_no_kl")):
     register(f"reward_round2{_suffix}", reward_stage, **{**REWARD_ARGS, "policy": Upstream(_first)},
              previous_comparisons=[Upstream("reward", "comparisons")], previous_reward_model=Upstream("reward"),
              seed_offset=2 * ITERATED_SEED_OFFSET)
+# notebook 05: PPO that trains only the top of the network (the article's "grey neurons"): the lowest
+# FROZEN_LAYERS blocks frozen, and then the embeddings too (tied to the output head: both freeze together)
+FROZEN_LAYERS = 1
+register("rlhf_frozen", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", freeze_layers=FROZEN_LAYERS),
+         title=f"RLHF, lowest {FROZEN_LAYERS} block frozen")
+register("rlhf_frozen_embeddings", ppo_stage, **PPO_ARGS,
+         cfg=Setting("ppo", freeze_layers=FROZEN_LAYERS, freeze_embeddings=True),
+         title=f"RLHF, lowest {FROZEN_LAYERS} block and embeddings frozen")
+# notebook 07: the same PPO against the reward model of labelers who mind a remark about a group (labelers.py)
+register("rlhf_fair_minded", ppo_stage, cfg=Setting("ppo"), title="RLHF, fair-minded labelers",
+         **{**PPO_ARGS, "reward_model": Upstream("reward_fair_minded")})
 register("rlhf_round2", ppo_stage, cfg=Setting("ppo"), seed_offset=2 * ITERATED_SEED_OFFSET, title="RLHF, round 2",
          **{**PPO_ARGS, "policy": Upstream("rlhf"), "reward_model": Upstream("reward_round2")})
 

@@ -11,7 +11,7 @@ from ..plots import PPO_PANELS, plot_losses, plot_ppo, plot_stages
 from ..world import KINDS
 
 METRICS = ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "borderline_help_rate", "toxic_rate",
-           "ended_rate", "mean_length")
+           "group_remark_rate", "ended_rate", "mean_length")
 
 
 def save(path: Path, write: Callable[[Path], object]) -> None:
@@ -51,6 +51,8 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
     for kind in KINDS:
         lines.append(f"| gold: {kind} | " + " | ".join(f"{st[n]['gold_score_by_kind'].get(kind, float('nan')):.3f}"
                                                        for n in names) + " |")
+    lines.append("| stereotype rate (bias probe, bias.py) | "
+                 + " | ".join(f"{st[n]['stereotype_rate']:.3f}" if "stereotype_rate" in st[n] else "—" for n in names) + " |")
     lines.append("| perplexity (held-out internet text) | "
                  + " | ".join(f"{tax[f'ppl_{n}']:.2f}" if f"ppl_{n}" in tax else "—" for n in names) + " |")
     lines.append("")
