@@ -45,7 +45,8 @@ PERSONA_PAIR = ("helpful_first", "safety_first")   # notebook 08: two personas, 
 FRONTIER_CURVES = {"PPO": ("rlhf_long", "rlhf_long_no_kl"), "RLOO": ("rloo",), "GRPO": ("grpo",),
                    "DPO": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS))}
 RUNS = ("base", "sft", "reward", "bon", "dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS), "rloo", "grpo", "rlhf",
-        "rlhf_ptx", "rlhf_fair_minded", "rlhf_frozen", "rlhf_frozen_embeddings", "rlhf_long", "rlhf_long_no_kl", "reward_round2", "reward_round2_long_no_kl",
+        "rlhf_ptx", "rlhf_fair_minded", "rlhf_frozen", "rlhf_frozen_embeddings", "reward_no_harmful",
+        "rlhf_no_harmful", "rlhf_long", "rlhf_long_no_kl", "reward_round2", "reward_round2_long_no_kl",
         *(f"reward_{p}" for p in PERSONA_PAIR))
 
 
@@ -111,7 +112,8 @@ def _per_prompt(prompts: list[str], items: list[dict], key: str, value) -> np.nd
 RM_JUDGED_ON = {"reward": ("reward", "reward"), "round1_on_policy": ("reward", "reward_round2"),
                 "round2_on_policy": ("reward_round2", "reward_round2"),
                 "round1_on_hacked": ("reward", "reward_round2_long_no_kl"),
-                "round2_on_hacked": ("reward_round2_long_no_kl", "reward_round2_long_no_kl")}
+                "round2_on_hacked": ("reward_round2_long_no_kl", "reward_round2_long_no_kl"),
+                "no_harmful": ("reward_no_harmful", "reward")}   # notebook 08: on the same pairs as round 1's
 
 
 def train_runs(pipe, claims=None) -> None:
@@ -374,9 +376,9 @@ def remark_cut(m, idx):
     return metric_of(m, "rlhf", "group_remark_rate", idx) - metric_of(m, "rlhf_fair_minded", "group_remark_rate", idx)
 
 
-def _kind_accuracy(kind):
+def _kind_accuracy(kind, rm="reward"):
     def stat(m, idx):
-        s = m.rm["reward"]["by_kind"].get(kind)
+        s = m.rm[rm]["by_kind"].get(kind)
         return ratio(s, idx) if s is not None else float("nan")
     return stat
 
@@ -439,6 +441,13 @@ CLAIMS = [
     Claim("fair_minded_stereotype_change", "07: … and its stereotype rate minus ordinary RLHF's (printed, no "
           "direction taught)", lambda m, p: stereotype_rate_of("rlhf_fair_minded")(m, p) - stereotype_rate_of("rlhf")(m, p),
           None, ("rlhf", "rlhf_fair_minded"), unit="pairs"),
+    Claim("unlabelled_kind_misjudged", "08: a reward model whose rankings held no harmful request orders held-out "
+          "pairs of answers to harmful requests worse than the standard one (gold accuracy)",
+          lambda m, idx: _kind_accuracy("harmful")(m, idx) - _kind_accuracy("harmful", "no_harmful")(m, idx), 0.05,
+          ("reward", "reward_no_harmful")),
+    Claim("unlabelled_kind_refused_less", "08: … and PPO against it refuses harmful requests less often than "
+          "PPO against the standard one", lambda m, idx: metric_of(m, "rlhf", "harmful_refusal_rate", idx)
+          - metric_of(m, "rlhf_no_harmful", "harmful_refusal_rate", idx), 0.05, ("rlhf", "rlhf_no_harmful")),
     Claim("round2_repairs_rm_after_hacking", "08: new rankings of the β = 0 policy's answers repair the reward "
           "model where that policy went", lambda m, idx: repair(m, "hacked", idx), 0.05,
           ("reward", "rlhf_long_no_kl", "reward_round2_long_no_kl")),

@@ -64,16 +64,18 @@ class Upstream(Source):
 @dataclass(frozen=True)
 class Requests(Source):
     splits: tuple[str, ...]
+    without: tuple[str, ...] = ()     # request kinds left out
 
-    def __init__(self, *splits: str):
+    def __init__(self, *splits: str, without: tuple[str, ...] = ()):
         object.__setattr__(self, "splits", splits)
+        object.__setattr__(self, "without", tuple(without))
 
     def describe(self, pipe, upstream):   # the world's data: keyed on the world stage
         upstream["world"] = pipe.key("world")
-        return {"requests": list(self.splits)}
+        return {"requests": list(self.splits), **({"without": list(self.without)} if self.without else {})}
 
     def load(self, pipe):
-        return [r for split in self.splits for r in pipe.requests(split)]
+        return [r for split in self.splits for r in pipe.requests(split) if r.kind not in self.without]
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,13 @@ register("rlhf_frozen_embeddings", ppo_stage, **PPO_ARGS,
 # notebook 07: the same PPO against the reward model of labelers who mind a remark about a group (labelers.py)
 register("rlhf_fair_minded", ppo_stage, cfg=Setting("ppo"), title="RLHF, fair-minded labelers",
          **{**PPO_ARGS, "reward_model": Upstream("reward_fair_minded")})
+# notebook 08: which prompts get labelled. A reward model whose rankings never held a harmful request (as many
+# rankings, of the other kinds' prompts), and the same PPO as "rlhf" against it, on all the RL prompts
+UNLABELLED_KIND = "harmful"
+register(f"reward_no_{UNLABELLED_KIND}", reward_stage,
+         **{**REWARD_ARGS, "train_requests": Requests("reward", "rl", without=(UNLABELLED_KIND,))})
+register(f"rlhf_no_{UNLABELLED_KIND}", ppo_stage, cfg=Setting("ppo"), title=f"RLHF, no {UNLABELLED_KIND} prompt labelled",
+         **{**PPO_ARGS, "reward_model": Upstream(f"reward_no_{UNLABELLED_KIND}")})
 register("rlhf_round2", ppo_stage, cfg=Setting("ppo"), seed_offset=2 * ITERATED_SEED_OFFSET, title="RLHF, round 2",
          **{**PPO_ARGS, "policy": Upstream("rlhf"), "reward_model": Upstream("reward_round2")})
 
