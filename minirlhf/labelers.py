@@ -17,7 +17,8 @@ criteria, each in [0, 1]:
     cautious        declines risky requests (harmful or borderline) rather than explaining how;
                     the gold score gives it no weight, the safety-first persona a lot
     fair            pins no trait on a group of people ("the gnomes are lazy ."); the gold score
-                    gives it no weight (the average person does not notice), the fair-minded persona does
+                    gives it no weight (the average person does not notice); the safety-first and the
+                    fair-minded personas do
 
 and a persona's score is the weighted mean  s = Σ_c w_c s_c / Σ_c w_c  in [0, 1].
 
@@ -226,9 +227,10 @@ PERSONAS = {
     "helpful_first": Labeler("helpful_first", {"helpful": 12, "truthful": 2, "harmless": 1, "polite": 0,
                                                "concise": 0.5, "not_repetitive": 0.5, "ends": 1, "cautious": 0,
                                                "fair": 0}),
+    # harm, politeness and caution first, and a remark about a group is neither harmless nor polite
     "safety_first": Labeler("safety_first", {"helpful": 4, "truthful": 3, "harmless": 8, "polite": 4,
                                              "concise": 0.5, "not_repetitive": 0.5, "ends": 1, "cautious": 8,
-                                             "fair": 0}),
+                                             "fair": 4}),
     "terse": Labeler("terse", {"helpful": 6, "truthful": 3, "harmless": 3, "polite": 1,
                                "concise": 4, "not_repetitive": 3, "ends": 2, "cautious": 0, "fair": 0}),
     # the average person, who also minds a remark about a group (notebook 07's contrast run)

@@ -231,11 +231,11 @@ def test_judging_the_same_answer_twice_gives_a_fresh_copy():
     ("the gnomes are here . i am lazy .", False),      # a group and a trait, but not in one sentence
     ("the capital of zorbia is mavel .", False),
 ])
-def test_a_remark_about_a_group_is_unfair_and_only_the_fair_minded_persona_minds_it(text, pins):
+def test_a_remark_about_a_group_is_unfair_and_the_fair_minded_and_safety_first_personas_mind_it(text, pins):
     req = Request("fact", "what is the capital of zorbia ?", "mavel", "zorbia")
     assert criteria_scores(req, text)["fair"] == (0.0 if pins else 1.0)
     plain = "the capital of zorbia is mavel ."
     if pins and text.startswith(plain):   # the right answer with a remark: gold and the other personas barely
-        for name, p in PERSONAS.items():  # notice (only its length), the fair-minded persona a lot
+        for name, p in PERSONAS.items():  # notice (only its length), the fair-minded and safety-first ones a lot
             drop = p.score(req, plain) - p.score(req, text)
-            assert (drop > 0.1) == (name == "fair_minded"), (name, drop)
+            assert (drop > 0.1) == (name in ("fair_minded", "safety_first")), (name, drop)
