@@ -86,6 +86,8 @@ class Measurements:
                                                   # each prompt's S answers (NaN where a metric does not apply)
     stereo: dict = field(default_factory=dict)    # model -> (N,) 1 where it prefers the stereotyped sentence of
                                                   # the bias probe's pair i, 0 where not (bias.py)
+    answers: dict = field(default_factory=dict)   # model -> its S answers to each held-out prompt, prompt by prompt
+                                                  # (sampling.sample_responses: what gold and metrics are read from)
 
     @property
     def n_prompts(self) -> int:
@@ -135,15 +137,13 @@ def measure(pipe, claims=None) -> Measurements:
     def answers(model, n=S, s=seed):
         return sample_responses(model, tok, reqs, n, ev.max_new_tokens, seed=s)
 
-    @cache
-    def rows(name):   # each model answers once: its gold and its metrics read the same answers
-        return answers(pipe.model(name))
+    rows = Lazy(lambda name: answers(pipe.model(name)))   # each model answers once: its gold and metrics read them
 
     def gold(name):
-        return np.array([r["gold"] for r in rows(name)]).reshape(P, S)
+        return np.array([r["gold"] for r in rows[name]]).reshape(P, S)
 
     def metrics(name):
-        r = rows(name)
+        r = rows[name]
         return np.array([[stage_metrics(r[i * S:(i + 1) * S])[k] for k in SPLIT_METRICS] for i in range(P)])
 
     def checkpoints(name):
@@ -179,7 +179,7 @@ def measure(pipe, claims=None) -> Measurements:
 
     return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), len(docs), Lazy(gold),
                         Lazy(checkpoints), Lazy(kl), Lazy(rm), Lazy(nll), Lazy(best_of),
-                        Lazy(lambda k: personas()[k]), Lazy(metrics), Lazy(stereo))
+                        Lazy(lambda k: personas()[k]), Lazy(metrics), Lazy(stereo), rows)
 
 
 @torch.no_grad()
