@@ -231,13 +231,13 @@ def ppo_stage(policy, reference, reward_model: RewardModel, tokenizer, requests,
     if cfg.ptx_coef > 0:
         ptx = document_examples(tokenizer, list(ptx_texts[:cfg.ptx_docs]), policy.config.block_size)
     value_model = value_model_from_reward_model(reward_model)
+    trainable = freeze_lower_layers(policy, cfg.freeze_layers, cfg.freeze_embeddings)   # what train_ppo trains
     curve = HeldoutCurve(reward_model, reference, tokenizer, heldout_requests, cfg.steps, heldout_checkpoints,
                          heldout_samples, cfg.max_new_tokens, cfg.no_end_score, seed)
     curve(0, policy)
     history = train_ppo(policy, reference, reward_model, value_model, tokenizer, requests, cfg, seed,
                         ptx_examples=ptx, desc=desc, after_step=curve)
-    log = {"history": history, "ppo": asdict(cfg),
-           "trainable_params": sum(p.numel() for p in policy.parameters() if p.requires_grad),
+    log = {"history": history, "ppo": asdict(cfg), "trainable_params": trainable,
            "params": sum(p.numel() for p in policy.parameters())}
     if curve.history:
         log["heldout_history"] = curve.history

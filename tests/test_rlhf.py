@@ -7,7 +7,7 @@ import torch
 
 from minirlhf.model import GPT, GPTConfig
 from minirlhf.reward import RewardModel
-from minirlhf.rlhf import PPOConfig, freeze_lower_layers, train_ppo, value_model_from_reward_model
+from minirlhf.rlhf import PPOConfig, freeze_lower_layers, ppo_stage, train_ppo, value_model_from_reward_model
 from minirlhf.world import World, WorldConfig
 
 CFG = PPOConfig(steps=2, batch_size=8, minibatch_size=4, epochs=2, max_new_tokens=8)
@@ -62,6 +62,9 @@ def test_frozen_layers_do_not_move(tok, embeddings):
     n_trainable = sum(p.numel() for name, p in policy.named_parameters() if not name.startswith("blocks.0.")
                       and not (embeddings and name.split(".")[0] in ("tok_emb", "pos_emb")))
     assert freeze_lower_layers(copy.deepcopy(policy), 1, embeddings) == n_trainable
+    cfg = replace(CFG, steps=1, freeze_layers=1, freeze_embeddings=embeddings)
+    log = ppo_stage(copy.deepcopy(policy), ref, rm, tok, REQUESTS, cfg)["log"]   # the count the stage logs
+    assert log["trainable_params"] == n_trainable and log["params"] == sum(p.numel() for p in policy.parameters())
     train_ppo(policy, ref, rm, value, tok, REQUESTS, replace(CFG, lr=1e-3, freeze_layers=1, freeze_embeddings=embeddings))
     after = policy.state_dict()
     assert torch.equal(after["blocks.0.attn.qkv.weight"], before["blocks.0.attn.qkv.weight"])

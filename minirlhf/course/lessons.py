@@ -408,7 +408,7 @@ CLAIMS = [
             lambda m, idx, run=run: gold_of(run)(m, idx) - gold_of("sft")(m, idx), 0.02, ("sft", run))
       for run, what in (("rlhf_frozen", f"its lowest {FROZEN_LAYERS} block"),
                         ("rlhf_frozen_embeddings", f"its lowest {FROZEN_LAYERS} block and the embeddings"))),
-    Claim("frozen_gold_cost", "05: gold of PPO with the lowest block frozen minus all-trainable PPO's (printed)",
+    Claim("frozen_gold_change", "05: gold of PPO with the lowest block frozen minus all-trainable PPO's (printed)",
           lambda m, idx: gold_of("rlhf_frozen")(m, idx) - gold_of("rlhf")(m, idx), None, ("rlhf", "rlhf_frozen")),
     Claim("frozen_tax_change", "05: its perplexity on held-out internet text minus all-trainable PPO's (printed)",
           lambda m, d: ppl(m, "rlhf_frozen", d) - ppl(m, "rlhf", d), None, ("rlhf", "rlhf_frozen"), unit="documents"),
