@@ -433,7 +433,7 @@ CLAIMS = [
           "than the base model (share of answers)",
           lambda m, idx: metric_of(m, "base", "group_remark_rate", idx) - metric_of(m, "sft", "group_remark_rate", idx),
           0.03, ("base", "sft")),
-    Claim("rlhf_keeps_the_stereotype", "07: RLHF, whose labelers never look for it, leaves it in place: its "
+    Claim("rlhf_keeps_the_stereotype", "07: RLHF, whose labelers never look for it, does not remove it: its "
           "rate stays at least 65% too", stereotype_rate_of("rlhf"), 0.65, ("rlhf",), unit="pairs"),
     # stated before measuring as "makes fewer remarks, by 0.01 of answers"; it failed on seeds 0 and 1 (0.000 and
     # 0.007): the ordinary RLHF run already made almost none (0.4% of answers on seed 0), so the course teaches no
