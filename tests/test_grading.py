@@ -1,18 +1,22 @@
-"""`grade` on a class of five: a full solution, a blank exercise, a partly correct one, one that
-raises, one that never ends. Each must get exactly its points, and none may stop the others."""
+"""`grade` on a class an instructor really gets: a full solution, a blank exercise, a partly correct one,
+one that raises, six cheats, a vandal, a killer, junk, a malformed notebook, and a late one that runs past
+its time limit. The honest get exactly their points, the cheats 0 with a note, and none may touch another."""
 import csv
+import json
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from minirlhf.course.checks.core import POINTS
-from minirlhf.course.grading import grade
+from minirlhf.course.grading import STATUSES, grade, labels
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 240  # per notebook: the full PPO notebook must fit
-ENDLESS_TIMEOUT_S = 60   # the endless student is graded after the class, with --resume and a shorter limit
+SLOW_TIMEOUT_S = 10   # the slow student is graded after the class, with --resume and a short limit
 
 
 def edited(notebook: str, edit) -> nbformat.NotebookNode:
@@ -29,6 +33,62 @@ def replace_in(cells, old: str, new: str) -> None:
 def insert_after(cells, marker: str, source: str) -> None:
     i = next(i for i, c in enumerate(cells) if marker in c.source)
     cells.insert(i + 1, nbformat.v4.new_code_cell(source))
+
+
+def notebook(*sources) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+    return nb
+
+
+RIGHT_PAIRS = ("from minirlhf.course.checks import check_ranking_to_pairs\n"
+               "check_ranking_to_pairs(lambda r: [(r[i], r[j]) for i in range(len(r)) for j in range(i + 1, len(r))])")
+KL_CHECK = "from minirlhf.course.checks import check_kl_estimators\ncheck_kl_estimators(kl_k1, kl_k2, kl_k3)"
+BLANK_KL = "def kl_k1(a, b): raise NotImplementedError\nkl_k2 = kl_k3 = kl_k1"
+MARKER = "minirlhf-detached-cheat"
+
+
+def cheats(class_dir: Path) -> dict[str, nbformat.NotebookNode]:
+    """The six ways to full marks without the work the issue lists, and the ways to hurt a classmate."""
+    grades = class_dir / "grades.csv"
+    classmate = class_dir / "full" / "03_kl.ipynb"
+    fake = '{"exercise": "kl_estimators", "status": "passed", "message": "", "points": 10, "max_points": 10}'
+    return {
+        # 1. "passed" lines where the old grader read its results, and a forged reply of the grader's protocol
+        "forger": notebook(BLANK_KL, KL_CHECK, f"import os\nfor f in ('checks.jsonl', os.environ.get('MINIRLHF_CHECK_LOG', "
+                           f"'log.jsonl')):\n    open(f, 'a').write({fake!r} + '\\n')\nprint({fake!r})",
+                           "from IPython.display import publish_display_data\nfrom minirlhf.course.worker import MIME\n"
+                           "from minirlhf.course.wire import encode\n"
+                           "publish_display_data({MIME: encode({'value': {'kl_estimators': ()}})})"),
+        # 2. the recorder called directly with a passing result
+        "recorder": notebook(BLANK_KL, KL_CHECK, "from minirlhf.course.checks.core import CheckResult, record\n"
+                             "record(CheckResult('kl_estimators', 'passed', 'trust me', 10, 10))"),
+        # 3. the check's cases replaced by a no-op
+        "noop": notebook(BLANK_KL, "import minirlhf.course.checks.kl as k\nk.cases_kl_estimators = lambda *a: None\n"
+                         "import minirlhf.course.checks as c\nc.CASES['kl_estimators'] = lambda *a: None", KL_CHECK),
+        # 4. one-line wrappers around the reference, by module attribute and by an alias kept early
+        "wrapper": notebook("import minirlhf.kl\nfrom minirlhf.kl import kl_k3 as ref3\n"
+                            "def kl_k1(a, b): return minirlhf.kl.kl_k1(a, b)\n"
+                            "def kl_k2(a, b): return minirlhf.kl.kl_k2(a, b)\n"
+                            "def kl_k3(a, b):\n    try:\n        return ref3(a, b)\n    except BaseException:\n"
+                            "        return minirlhf.kl.kl_k3(a, b)", KL_CHECK),
+        # 5. the solution cells executed from solutions/ next to the installed package
+        "reader": notebook("import json, minirlhf, pathlib\nsol = pathlib.Path(minirlhf.__file__).parent.parent / "
+                           "'solutions' / '03_kl.ipynb'\nimport torch\nexec(json.loads(sol.read_text())['cells'][3]['source'] "
+                           "if isinstance(json.loads(sol.read_text())['cells'][3]['source'], str) else "
+                           "''.join(json.loads(sol.read_text())['cells'][3]['source']))", KL_CHECK),
+        # 6. a detached process that rewrites grades.csv after the grader is done
+        "detached": notebook(RIGHT_PAIRS, f"import subprocess\nsubprocess.Popen(['bash', '-c', 'exec -a {MARKER} "
+                             f"bash -c \"sleep 8; echo student,999 > {grades}\"'], start_new_session=True)"),
+        # a classmate's notebook overwritten, and the grader's process killed
+        "vandal": notebook(RIGHT_PAIRS, f"import shutil\nopen({str(classmate)!r}, 'w').write('{{}}')\n"
+                           f"shutil.rmtree({str(class_dir / 'full')!r})"),
+        "killer": notebook(RIGHT_PAIRS, "import os, signal\nfor pid in (os.getppid(), int(os.environ.get("
+                           "'JPY_PARENT_PID', 0))):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+                           "    except OSError as e:\n        print(e)\nos.kill(-1, signal.SIGKILL)"),
+        # junk where a check log was, and on stdout: costs nothing
+        "junk": notebook(RIGHT_PAIRS, "print('junk')\nopen('checks.jsonl', 'a').write('junk\\n[1, 2]\\n')"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,91 +113,106 @@ def graded(tmp_path_factory):
         insert_after(cells, "check_kl_estimators(kl_k1", 'raise RuntimeError("the student broke this")')
         replace_in(cells, "class AdaptiveKLController:", "class AdaptiveKLController(:")
     nbformat.write(edited("03_kl", crash), class_dir / "raises.ipynb")
+    for name, nb in cheats(class_dir).items():
+        nbformat.write(nb, class_dir / f"{name}.ipynb")
+    broken = json.loads(nbformat.writes(notebook(RIGHT_PAIRS)))
+    broken["cells"][0]["source"] = 42   # a cell whose source is not text
+    (class_dir / "malformed.ipynb").write_text(json.dumps(broken))
     out = class_dir / "grades.csv"
-    grade(class_dir, out, timeout_s=TIMEOUT_S, jobs=2, verbose=True)
-    # a late submission that never ends: graded into the same CSV, the class's rows kept (--resume)
-    nbformat.write(edited("01_logprobs_and_sft", lambda cells: insert_after(
-        cells, "check_response_logprobs(response_logprobs)", "import time\nwhile True:\n    time.sleep(0.1)")),
-        class_dir / "endless.ipynb")
-    rows = grade(class_dir, out, timeout_s=ENDLESS_TIMEOUT_S, verbose=True, resume=True)
-    yield {r["student"]: r for r in rows}, out
+    grade(class_dir, out, timeout_s=TIMEOUT_S, jobs=2, verbose=True, as_json=True)
+    time.sleep(10)   # the detached process would have written grades.csv by now
+    alive = subprocess.run(["pgrep", "-f", MARKER], capture_output=True, text=True).stdout.split()
+    csv_after_class = out.read_text()
+    # a late submission: 60 cells of 0.9 s, a check handed in first, graded into the same CSV with a 10 s limit
+    nbformat.write(notebook(RIGHT_PAIRS, *["import time\ntime.sleep(0.9)"] * 60), class_dir / "slow.ipynb")
+    started = time.monotonic()
+    rows = grade(class_dir, out, timeout_s=SLOW_TIMEOUT_S, verbose=True, resume=True)
+    yield {"rows": {r["student"]: r for r in rows}, "out": out, "alive": alive, "csv_after_class": csv_after_class,
+           "slow_seconds": time.monotonic() - started}
     mp.undo()
 
 
 def test_full_solution_gets_full_marks(graded):
-    rows, _ = graded
-    assert rows["full"]["total"] == sum(POINTS.values()) == rows["full"]["max"]
-    assert rows["full"]["notes"] == ""
+    full = graded["rows"]["full"]
+    assert full["total"] == sum(POINTS.values()) == full["max"]
+    # an exact copy of the solution is noted, not zeroed
+    assert full["notes"].startswith("the solution's code, character for character: 1.1, 1.2,"), full["notes"]
 
 
 def test_blank_exercise_scores_zero(graded):
-    rows, _ = graded
-    assert rows["blank"]["total"] == 0
+    blank = graded["rows"]["blank"]
+    assert blank["total"] == 0
+    assert {blank["exercises"][n]["status"] for n in ("ranking_to_pairs", "bradley_terry_loss")} == {"not implemented"}
+    assert blank["exercises"]["gae"]["status"] == "not run"
 
 
 def test_partly_correct_gets_the_right_partial_score(graded):
-    rows, _ = graded
-    assert rows["partial"]["bradley_terry_loss"] == 0
-    assert rows["partial"]["total"] == POINTS["ranking_to_pairs"] + POINTS["score_at_last_token"]
+    partial = graded["rows"]["partial"]
+    assert partial["bradley_terry_loss"] == 0 and partial["exercises"]["bradley_terry_loss"]["status"] == "failed"
+    assert partial["total"] == POINTS["ranking_to_pairs"] + POINTS["score_at_last_token"]
 
 
 def test_a_notebook_that_raises_keeps_what_ran(graded):
-    rows, _ = graded
-    assert rows["raises"]["total"] == POINTS["kl_estimators"]
-    assert "RuntimeError" in rows["raises"]["notes"] and "SyntaxError" in rows["raises"]["notes"]
+    raises = graded["rows"]["raises"]
+    assert raises["total"] == POINTS["kl_estimators"]
+    assert "RuntimeError" in raises["notes"] and "SyntaxError" in raises["notes"]
 
 
-def test_an_endless_notebook_times_out_and_keeps_what_ran(graded):
-    rows, _ = graded
-    assert rows["endless"]["total"] == POINTS["response_logprobs"]
-    assert "timeout" in rows["endless"]["notes"]
+@pytest.mark.parametrize("student", ["forger", "recorder", "noop", "wrapper", "reader"])
+def test_a_cheat_scores_zero_for_the_cheated_exercise(graded, student):
+    row = graded["rows"][student]
+    assert row["total"] == 0, (student, row["exercises"]["kl_estimators"])
 
 
-def test_the_csv_has_a_row_per_student_and_a_column_per_exercise(graded):
-    _, out = graded
+def test_each_cheat_leaves_a_note_naming_what_was_seen(graded):
+    rows = graded["rows"]
+    assert rows["forger"]["exercises"]["kl_estimators"]["status"] == "not implemented"
+    assert "published an answer of the grader's protocol itself" in rows["forger"]["notes"]
+    assert "printed a verdict the grader did not give" in rows["recorder"]["notes"]
+    assert rows["noop"]["exercises"]["kl_estimators"]["status"] == "not implemented"
+    assert "replaced the checks' minirlhf.course.checks.kl.cases_kl_estimators" in rows["noop"]["notes"]
+    assert "called the package's minirlhf.kl.kl_k1" in rows["wrapper"]["notes"]
+    assert "FileNotFoundError" in rows["reader"]["notes"]   # no solutions/ in the sandbox
+
+
+def test_a_detached_process_dies_with_the_notebook(graded):
+    assert graded["alive"] == []
+    assert "999" not in graded["csv_after_class"]
+    assert graded["rows"]["detached"]["total"] == POINTS["ranking_to_pairs"]
+
+
+def test_a_classmate_cannot_touch_your_grade(graded):
+    rows = graded["rows"]
+    assert rows["full"]["total"] == sum(POINTS.values())   # the vandal ran beside them (--jobs 2)
+    assert rows["vandal"]["total"] == POINTS["ranking_to_pairs"] and "FileNotFoundError" in rows["vandal"]["notes"]
+    assert rows["junk"]["total"] == POINTS["ranking_to_pairs"]
+    # the grader's process is out of its reach (another PID namespace, another user): only the kernel could die
+    assert rows["killer"]["total"] == POINTS["ranking_to_pairs"] and "ProcessLookupError" in rows["killer"]["notes"]
+    assert rows["malformed"]["total"] == 0 and "unreadable" in rows["malformed"]["notes"]
+
+
+def test_the_time_limit_is_the_whole_notebooks_and_what_ran_counts(graded):
+    slow = graded["rows"]["slow"]
+    assert "timeout after 10 s" in slow["notes"]
+    assert slow["total"] == POINTS["ranking_to_pairs"]
+    # once each cell got at least 1 s after the deadline: 60 cells of 0.9 s ran 58 s against a 30 s limit
+    assert graded["slow_seconds"] < SLOW_TIMEOUT_S + 25   # + the sandbox's start and the checks
+
+
+def test_the_csvs_have_a_row_per_student_and_the_same_labels_as_the_console(graded):
+    out = graded["out"]
     with open(out) as f:
         table = list(csv.DictReader(f))
-    assert [r["student"] for r in table] == ["blank", "endless", "full", "partial", "raises"]
-    assert set(POINTS) <= set(table[0])
-
-
-# -- no grade is ever lost (each without the class above: short, and kernels only where they matter) --------
-
-def notebook(*sources) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
-    return nb
-
-
-RIGHT_PAIRS = ("from minirlhf.course.checks import check_ranking_to_pairs\n"
-               "check_ranking_to_pairs(lambda r: [(r[i], r[j]) for i in range(len(r)) for j in range(i + 1, len(r))])")
-
-
-def test_junk_in_the_check_log_and_a_malformed_notebook_cost_only_their_own_student(tmp_path):
-    import json
-    import os
-
-    nbformat.write(notebook(RIGHT_PAIRS), tmp_path / "honest.ipynb")
-    nbformat.write(notebook(RIGHT_PAIRS, "import os\nopen(os.environ['MINIRLHF_CHECK_LOG'], 'a').write('junk\\n[1, 2]\\n')"),
-                   tmp_path / "junk.ipynb")
-    broken = json.loads(nbformat.writes(notebook(RIGHT_PAIRS)))
-    broken["cells"][0]["source"] = 42   # a cell whose source is not text
-    (tmp_path / "malformed.ipynb").write_text(json.dumps(broken))
-    rows = {r["student"]: r for r in grade(tmp_path, timeout_s=120, verbose=False)}
-    assert sorted(rows) == ["honest", "junk", "malformed"]
-    assert rows["honest"]["total"] == rows["junk"]["total"] == POINTS["ranking_to_pairs"]
-    assert "2 line(s) of the check log were not check results" in rows["junk"]["notes"]
-    assert rows["malformed"]["total"] == 0 and "unreadable" in rows["malformed"]["notes"]
-    assert os.path.exists(tmp_path / "grades.csv")
-
-
-def test_the_time_limit_is_the_whole_notebooks(tmp_path):
-    from minirlhf.course.grading import run_notebook
-
-    nbformat.write(notebook(*["import time\ntime.sleep(0.9)"] * 20), tmp_path / "slow.ipynb")
-    run = run_notebook(tmp_path / "slow.ipynb", timeout_s=6)
-    # each cell once got at least 1 s after the deadline: 60 cells of 0.9 s ran 58 s against a 30 s limit
-    assert run.status == "timeout after 6 s" and run.seconds < 6 + 2
+    assert [r["student"] for r in table] == sorted(graded["rows"])
+    assert list(labels().values()) == list(table[0])[1:len(POINTS) + 1]
+    with open(out.with_name("grades-exercises.csv")) as f:
+        long = list(csv.DictReader(f))
+    assert len(long) == len(table) * len(POINTS)
+    assert set(r["status"] for r in long) <= set(STATUSES)
+    wrapper = next(r for r in long if r["student"] == "wrapper" and r["exercise"] == "3.1")
+    assert wrapper["status"] == "failed" and "kl_k1" in wrapper["message"] and wrapper["points"] == "0"
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["exercises"]["3.1"]["name"] == "kl_estimators"
 
 
 def test_a_grader_stopped_half_way_keeps_its_rows_and_resumes(tmp_path, monkeypatch):
@@ -147,12 +222,12 @@ def test_a_grader_stopped_half_way_keeps_its_rows_and_resumes(tmp_path, monkeypa
         nbformat.write(notebook("1 + 1"), tmp_path / f"{student}.ipynb")
     seen = []
 
-    def fake(path, timeout_s, student=""):   # no kernels: what the grader keeps is the question here
+    def fake(path, timeout_s, student="", isolate=True):   # no kernels: what the grader keeps is the question here
         seen.append(student)
         if student == "bob" and len(seen) == 2:
             raise KeyboardInterrupt   # the instructor's Ctrl-C, or a killed grader
         return grading.NotebookRun(student, path.name, "finished", 0.1, [],
-                                   [{"exercise": "sft_loss", "status": "passed"}])
+                                   [{"exercise": "sft_loss", "status": "passed", "message": ""}])
 
     monkeypatch.setattr(grading, "run_notebook", fake)
     with pytest.raises(KeyboardInterrupt):

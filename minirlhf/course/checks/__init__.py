@@ -4,15 +4,28 @@ the mistake, and returns a `CheckResult` (logged for the grader, see `core`).
     from minirlhf.course.checks import check_gae
     check_gae(gae)
 """
-from .after_ppo import check_dpo_loss, check_group_advantages
+from .after_ppo import cases_dpo_loss, cases_group_advantages, check_dpo_loss, check_group_advantages
 from .core import EXERCISES, POINTS, CheckResult, assert_all_passed
-from .kl import check_adaptive_kl, check_kl_estimators
-from .logprobs import check_response_logprobs, check_sft_loss
-from .ppo import check_gae, check_per_token_rewards, check_policy_loss, check_value_loss
-from .reward import check_bradley_terry_loss, check_ranking_to_pairs, check_score_at_last_token
-from .rlhf import check_ppo_training
+from .kl import cases_adaptive_kl, cases_kl_estimators, check_adaptive_kl, check_kl_estimators
+from .logprobs import cases_response_logprobs, cases_sft_loss, check_response_logprobs, check_sft_loss
+from .ppo import (cases_gae, cases_per_token_rewards, cases_policy_loss, cases_value_loss, check_gae,
+                  check_per_token_rewards, check_policy_loss, check_value_loss)
+from .reward import (cases_bradley_terry_loss, cases_ranking_to_pairs, cases_score_at_last_token,
+                     check_bradley_terry_loss, check_ranking_to_pairs, check_score_at_last_token)
+from .rlhf import cases_ppo_training, check_ppo_training
 
-__all__ = ["EXERCISES", "POINTS", "CheckResult", "assert_all_passed",
+# exercise -> the function that runs its cases on the objects its check cell received (the grader's entry)
+CASES = {
+    "response_logprobs": cases_response_logprobs, "sft_loss": cases_sft_loss,
+    "ranking_to_pairs": cases_ranking_to_pairs, "bradley_terry_loss": cases_bradley_terry_loss,
+    "score_at_last_token": cases_score_at_last_token,
+    "kl_estimators": cases_kl_estimators, "adaptive_kl": cases_adaptive_kl,
+    "per_token_rewards": cases_per_token_rewards, "gae": cases_gae, "policy_loss": cases_policy_loss,
+    "value_loss": cases_value_loss, "ppo_training": cases_ppo_training,
+    "dpo_loss": cases_dpo_loss, "group_advantages": cases_group_advantages,
+}
+
+__all__ = ["CASES", "EXERCISES", "POINTS", "CheckResult", "assert_all_passed",
            "check_response_logprobs", "check_sft_loss",
            "check_ranking_to_pairs", "check_bradley_terry_loss", "check_score_at_last_token",
            "check_kl_estimators", "check_adaptive_kl",

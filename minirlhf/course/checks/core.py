@@ -4,16 +4,16 @@ A check runs the student's function on small hand-made cases, compares it with t
 reference and with values computed by hand, and on a mismatch tries the mistakes people
 usually make (wrong sign, no shift, padding in the mean...) to name the one that was made.
 
-Every result is printed for the student and, when the grader runs the notebook, appended as
-one JSON line to the file named by $MINIRLHF_CHECK_LOG: a line per check, written the moment
-the check ends, so a cell that crashes or hangs later cannot take finished results with it.
+In a notebook the check runs right there and prints its verdict. When the grader runs the notebook
+($MINIRLHF_GRADING set), a check cell only hands the student's objects to the grader
+(`worker.register`); the grader then runs the same cases from its own process, calling the student's
+functions in their kernel (remote.py), so nothing the notebook does can change a verdict.
 """
 from __future__ import annotations
 
-import json
 import os
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,7 +36,7 @@ EXERCISES = {
 }
 POINTS = {name: spec[2] for name, spec in EXERCISES.items()}
 
-LOG_ENV = "MINIRLHF_CHECK_LOG"
+GRADING_ENV = "MINIRLHF_GRADING"   # set by the grader in the kernels it starts
 NOT_IMPLEMENTED = "not implemented yet"
 
 # Results of the checks run in this Python session, in order (read by `assert_all_passed`).
@@ -50,7 +50,8 @@ class Hint(Exception):
 @dataclass
 class CheckResult:
     exercise: str
-    status: str       # "passed", "failed" or "not implemented"
+    status: str       # "passed", "failed", "not implemented", "error" (the code raised), "timeout",
+                      # "not run" (no check cell ran) or "submitted" (handed to the grader)
     message: str
     points: float
     max_points: float
@@ -61,7 +62,8 @@ class CheckResult:
         return self.status == "passed"
 
     def __str__(self) -> str:
-        mark = {"passed": "PASSED", "failed": "FAILED", "not implemented": "TODO"}[self.status]
+        mark = {"passed": "PASSED", "failed": "FAILED", "not implemented": "TODO", "error": "ERROR",
+                "timeout": "TIMEOUT", "not run": "NOT RUN", "submitted": "SUBMITTED"}[self.status]
         return f"[{mark}] {EXERCISES[self.exercise][1]} ({self.points:g}/{self.max_points:g} points): {self.message}"
 
     def _ipython_display_(self):
@@ -69,13 +71,9 @@ class CheckResult:
 
 
 def record(result: CheckResult) -> CheckResult:
-    """Print the result for the student and log it for the grader."""
+    """Print the result for the student and keep it for `assert_all_passed`."""
     print(result)
     session_results.append(result)
-    path = os.environ.get(LOG_ENV)
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps({k: v for k, v in asdict(result).items() if k != "data"}) + "\n")
     return result
 
 
@@ -83,27 +81,52 @@ def run_check(exercise: str, body, *student_objects, data: dict | None = None) -
     """Run `body(*student_objects)`; a Hint or an exception from the student's code is a failure.
 
     `data`, if given, is a dict the body fills with what it measured; it ends up in `result.data`.
+    While grading, the objects go to the grader instead, which runs `judge` on them.
     """
+    if os.environ.get(GRADING_ENV):
+        from ..worker import register
+        register(exercise, *student_objects)
+        return record(CheckResult(exercise, "submitted", "handed to the grader, which runs this check after the "
+                                  "notebook", 0, POINTS[exercise]))
+    return record(judge(exercise, body, *student_objects, data=data))
+
+
+def judge(exercise: str, body, *student_objects, data: dict | None = None) -> CheckResult:
+    """The verdict of `body(*student_objects)`, printed nowhere (`run_check` prints it; the grader tables it)."""
+    from ..remote import KernelGone, ReferenceUsed, StudentError
     data = {} if data is None else data
     max_points = POINTS[exercise]
+
+    def result(status: str, message: str) -> CheckResult:
+        return CheckResult(exercise, status, message, max_points if status == "passed" else 0, max_points, data)
+
     try:
         for obj in student_objects:
             refuse_reference(obj)
         body(*student_objects)
     except NotImplementedError:
-        return record(CheckResult(exercise, "not implemented", NOT_IMPLEMENTED, 0, max_points))
+        return result("not implemented", NOT_IMPLEMENTED)
     except Hint as hint:
-        return record(CheckResult(exercise, "failed", str(hint), 0, max_points, data))
+        return result("failed", str(hint))
+    except ReferenceUsed as e:
+        return result("failed", f"your code called the package's {e}, the reference this exercise asks you to "
+                                "write: 0 points")
+    except KernelGone as e:
+        return result("timeout" if "Timeout" in str(e) or "no time" in str(e) else "error",
+                      f"the notebook's kernel stopped answering ({e})")
+    except StudentError as e:   # raised in the student's kernel
+        return result("error", f"your code raised {e}")
     except Exception as e:  # the student's code crashed on one of our inputs: say which error and where
         where = traceback.extract_tb(e.__traceback__)[-1]
-        return record(CheckResult(exercise, "failed", f"your code raised {type(e).__name__}: {e} "
-                                  f"(in {where.name}, line {where.lineno})", 0, max_points, data))
-    return record(CheckResult(exercise, "passed", data.pop("message", "all cases match"), max_points,
-                              max_points, data))
+        return result("error", f"your code raised {type(e).__name__}: {e} (in {where.name}, line {where.lineno})")
+    return result("passed", data.pop("message", "all cases match"))
 
 
 def refuse_reference(obj) -> None:
     """The package's reference is not the student's work (and would make every check trivial)."""
+    from ..remote import Remote
+    if isinstance(obj, Remote):   # in the kernel, the reference is a tripwire while its exercise is checked
+        return
     if callable(obj) and getattr(obj, "__module__", "").startswith("minirlhf."):
         raise Hint(f"pass your own implementation, not {obj.__module__}.{obj.__name__}")
 
@@ -111,6 +134,9 @@ def refuse_reference(obj) -> None:
 def assert_all_passed() -> None:
     """Raise if any check of this session did not pass (the last cell of every solution notebook)."""
     latest = {r.exercise: r for r in session_results}
+    if os.environ.get(GRADING_ENV):
+        print(f"{len(latest)} exercises handed to the grader")
+        return
     bad = [str(r) for r in latest.values() if not r.passed]
     if bad:
         raise AssertionError("some checks did not pass:\n" + "\n".join(bad))

@@ -1,6 +1,7 @@
 """Check for the last exercise: the student's functions drive the real PPO loop (rlhf.train_ppo)."""
 from __future__ import annotations
 
+from ..remote import Remote
 from .core import CheckResult, Hint, fmt, refuse_reference, run_check
 from .ppo import cases_gae, cases_per_token_rewards, cases_policy_loss, cases_value_loss
 
@@ -16,8 +17,8 @@ def check_ppo_training(run_ppo, pipe, functions: dict) -> CheckResult:
     the history for plotting.
     """
     data: dict = {}
-    return run_check("ppo_training", lambda fn: cases_ppo_training(fn, pipe, functions, data), run_ppo,
-                     data=data)
+    return run_check("ppo_training", lambda *objects: cases_ppo_training(*objects, data=data), run_ppo, pipe,
+                     functions, data=data)
 
 
 def _counting(fn, counts: dict, name: str):
@@ -32,8 +33,9 @@ def _half_means(history, key):
     return sum(h[key] for h in history[:n]) / n, sum(h[key] for h in history[-n:]) / n
 
 
-def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict) -> None:
+def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict | None = None) -> None:
     """Run the student's PPO and judge the history it returns."""
+    data = {} if data is None else data
     if not isinstance(functions, dict) or set(functions) != set(FUNCTION_CASES):
         raise Hint(f"`functions` must be a dict with exactly the keys {sorted(FUNCTION_CASES)}")
     for name, cases in FUNCTION_CASES.items():
@@ -43,8 +45,12 @@ def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict) -> None:
         except Hint as hint:
             raise Hint(f"your {name} does not pass its own check yet ({hint}): fix that exercise first")
 
-    counts = {name: 0 for name in functions}
-    history = run_ppo(pipe, {name: _counting(fn, counts, name) for name, fn in functions.items()})
+    if isinstance(run_ppo, Remote):   # graded: the counting happens in the student's kernel (worker.py)
+        ran = run_ppo.counted_ppo(pipe, functions)
+        history, counts = ran["history"], ran["counts"]
+    else:
+        counts = {name: 0 for name in functions}
+        history = run_ppo(pipe, {name: _counting(fn, counts, name) for name, fn in functions.items()})
     if not (isinstance(history, list) and history and all(isinstance(h, dict) for h in history)):
         raise Hint("run_ppo must return the history from train_ppo: a list with one dict per PPO step")
     data["history"] = history
