@@ -126,6 +126,16 @@ def ppo_targets(ro: Rollout, value_model, cfg: PPOConfig, kl_coef: float,
     return PPOTargets(values=values, rewards=rewards, kl=kl, advantages=advantages, returns=returns)
 
 
+def starts_from(value_model, reward_model) -> bool:
+    """Whether the value model is the reward model (value_model_from_reward_model): the same backbone, and a
+    head that differs only by the reward's normalisation (parallel weights)."""
+    with torch.no_grad():
+        backbone = all(torch.equal(p, q) for p, q in zip(value_model.backbone.state_dict().values(),
+                                                         reward_model.backbone.state_dict().values()))
+        v, r = value_model.head.weight.flatten(), reward_model.head.weight.flatten()
+        return backbone and torch.nn.functional.cosine_similarity(v, r, dim=0).item() > 1 - 1e-6
+
+
 def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests, cfg: PPOConfig,
               seed: int = 0, functions: dict | None = None, ptx_examples=None,
               desc: str = "ppo", after_step=None) -> list[dict]:
@@ -137,6 +147,9 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     if given, is called after each step with the number of steps done (to measure checkpoints).
     """
     functions = _functions(functions)
+    if policy is ref_model:
+        raise ValueError("the policy and the reference are one model object: PPO would move both, and the KL "
+                         "between them would stay 0. Load the SFT model twice (pipe.model('sft') gives a fresh copy)")
     if cfg.ptx_coef > 0 and not ptx_examples:
         raise ValueError("ptx_coef > 0 needs ptx_examples (pretraining documents, see pretrain.document_examples)")
     if cfg.batch_size % cfg.minibatch_size:
@@ -156,6 +169,7 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     opt = make_optimizer(policy.parameters(), cfg.lr)
     value_opt = make_optimizer(value_model.parameters(), cfg.value_lr)
     history = []
+    value_from_rm = starts_from(value_model, reward_model)
     for step in tqdm(range(cfg.steps), desc=desc, mininterval=1.0):
         batch = [requests[i] for i in torch.randint(len(requests), (cfg.batch_size,), generator=gen)]
         ro = rollout(policy, ref_model, reward_model, tokenizer, [r.prompt for r in batch], cfg.max_new_tokens,
@@ -205,7 +219,8 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
             "response_len": ro.mask.sum(1).float().mean().item(),
             "ended": ro.ended.float().mean().item(),
             "explained_variance": ppo.explained_variance(tg.values, tg.returns, ro.mask),
-            **{k: sum(v) / len(v) for k, v in stats.items()}})
+            **{k: sum(v) / len(v) for k, v in stats.items()},
+            **({"value_from_reward_model": float(value_from_rm)} if step == 0 else {})})
         kl_ctl.update(seq_kl, cfg.batch_size)
         if after_step is not None:
             after_step(step + 1, policy)

@@ -39,6 +39,8 @@ CLI_CASES = [   # argv, the message its one line must hold
     (["grade", "{tmp}/empty"], r"no \.ipynb submissions in .*empty"),
     (["grade", "{tmp}/empty", "--jobs", "0"], r"--jobs at least 1 \(got 900 and 0\)"),
     (["grade", "{tmp}/empty", "--timeout", "-5"], r"--timeout must be above 0 s"),
+    (["grade"], r"give the folder of submissions \(or --self NOTEBOOK"),
+    (["grade", "--self", "{tmp}/nobody.ipynb"], r"nobody.ipynb is not a file: give the notebook to preview"),
 ]
 if not torch.cuda.is_available():
     CLI_CASES.append((["run", "--device", "cuda"], r"device 'cuda' is not available on this machine"))

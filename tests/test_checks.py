@@ -310,7 +310,9 @@ def fake_run_ppo(rm_scores, use_functions=True, kl=0.5):
             adv, ret = functions["gae"](rewards, torch.zeros(2, 3), mask, 1.0, 0.95)
             functions["policy_loss"](torch.zeros(2, 3), torch.zeros(2, 3), adv, mask, 0.2)
             functions["value_loss"](torch.zeros(2, 3), torch.zeros(2, 3), ret, mask, 0.2)
-        return [{"rm_score": s, "gold_score": 0.5, "kl": kl, "first_approx_kl": 0.0} for s in rm_scores]
+        # at the first rollout the policy is the reference: KL 0
+        return [{"rm_score": s, "gold_score": 0.5, "kl": kl if i else 0.0, "first_approx_kl": 0.0}
+                for i, s in enumerate(rm_scores)]
     return run_ppo
 
 
@@ -339,3 +341,35 @@ def test_ppo_training_check_blank():
     assert checks.check_ppo_training(blank, None, FUNCTIONS).status == "not implemented"
     blank_functions = {**FUNCTIONS, "policy_loss": blank}
     assert checks.check_ppo_training(fake_run_ppo([0.0] * 6), None, blank_functions).status == "not implemented"
+
+
+# ---------------------------------------------------------------- the PPO-loop check on real PPO runs: wiring
+
+def wired(policy="sft", reference="sft", value="reward model", same_object=False):
+    """A student's run_ppo that builds its models from these stages (4 short PPO steps)."""
+    import dataclasses
+
+    from minirlhf.reward import RewardModel
+    from minirlhf.rlhf import train_ppo, value_model_from_reward_model
+
+    def run_ppo(pipe, functions):
+        pol = pipe.model(policy)
+        ref = pol if same_object else pipe.model(reference)
+        rm = pipe.model("reward")
+        value_model = value_model_from_reward_model(rm) if value == "reward model" else \
+            RewardModel.from_language_model(pipe.model("sft"))   # an untrained head
+        cfg = dataclasses.replace(pipe.settings.ppo, steps=4, batch_size=8, minibatch_size=4)
+        return train_ppo(pol, ref, rm, value_model, pipe.tokenizer, pipe.requests("rl"), cfg, functions=functions)
+    return run_ppo
+
+
+@pytest.mark.parametrize("run_ppo, hint", [
+    (wired(policy="base"), "the policy and the reference differ before training"),
+    (wired(reference="base"), "the policy and the reference differ before training"),
+    (wired(value="untrained head"), "your value model did not start from the reward model"),
+    (wired(same_object=True), "the policy and the reference are one model object"),
+], ids=["policy from the base model", "reference from the base model", "untrained value head", "one object"])
+def test_ppo_training_check_catches_wiring_mistakes(run_ppo, hint):
+    from minirlhf.pipeline import Pipeline
+    result = checks.check_ppo_training(run_ppo, Pipeline(), FUNCTIONS)
+    assert result.status in ("failed", "error") and hint in result.message, result.message

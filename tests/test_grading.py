@@ -170,7 +170,8 @@ def test_each_cheat_leaves_a_note_naming_what_was_seen(graded):
     assert "published an answer of the grader's protocol itself" in rows["forger"]["notes"]
     assert "printed a verdict the grader did not give" in rows["recorder"]["notes"]
     assert rows["noop"]["exercises"]["kl_estimators"]["status"] == "not implemented"
-    assert "replaced the checks' minirlhf.course.checks.kl.cases_kl_estimators" in rows["noop"]["notes"]
+    assert "the notebook replaced the checks'" in rows["noop"]["notes"]
+    assert "minirlhf.course.checks.kl.cases_kl_estimators" in rows["noop"]["notes"]
     assert "called the package's minirlhf.kl.kl_k1" in rows["wrapper"]["notes"]
     assert "FileNotFoundError" in rows["reader"]["notes"]   # no solutions/ in the sandbox
 
@@ -213,6 +214,15 @@ def test_the_csvs_have_a_row_per_student_and_the_same_labels_as_the_console(grad
     assert wrapper["status"] == "failed" and "kl_k1" in wrapper["message"] and wrapper["points"] == "0"
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["exercises"]["3.1"]["name"] == "kl_estimators"
+
+
+def test_a_student_previews_the_graders_verdict(tmp_path, capsys):
+    from minirlhf.course.grading import main
+    nbformat.write(notebook(RIGHT_PAIRS, BLANK_KL, KL_CHECK), tmp_path / "mine.ipynb")
+    assert main(["--self", str(tmp_path / "mine.ipynb"), "--timeout", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "2.1 Rankings to pairs: passed, 5/5 points" in out
+    assert "3.1 KL estimators k1, k2, k3: not implemented, 0/10 points" in out
 
 
 def test_a_grader_stopped_half_way_keeps_its_rows_and_resumes(tmp_path, monkeypatch):

@@ -25,6 +25,33 @@ CASES = {
     "dpo_loss": cases_dpo_loss, "group_advantages": cases_group_advantages,
 }
 
+
+
+def known_mistakes() -> dict[str, list[tuple[str, tuple]]]:
+    """exercise -> [(hint, what a student who made that mistake hands in)], every mistake a check names, in
+    the course's order (exercise 4.5's wiring mistakes are checked on real PPO runs: tests/test_checks.py)."""
+    from . import after_ppo, kl, logprobs, ppo, reward
+    found = {}
+    for module in (logprobs, reward, kl, ppo, after_ppo):
+        found.update(module.known_mistakes())
+    return {name: found[name] for name in EXERCISES if name in found}
+
+
+def mistakes_table() -> str:
+    """INSTRUCTORS.md's table of the mistakes each check names, made from `known_mistakes` (a test keeps
+    the two the same): each mistake by its hint's first clause (the whole hint where two share it)."""
+    from ..grading import labels
+    short = labels()
+    rows = ["| exercise | mistakes named (each one's hint, up to its colon) |", "| --- | --- |"]
+    for name, mistakes in known_mistakes().items():
+        hints = list(dict.fromkeys(hint for hint, _ in mistakes))
+        firsts = [hint.split(":")[0] for hint in hints]
+        # a first clause two hints share (k3 is (r − 1) − log r: ...) is not enough to tell them apart
+        clauses = [first if firsts.count(first) == 1 else hint for first, hint in zip(firsts, hints)]
+        rows.append(f"| {short[name]} {EXERCISES[name][1]} | {'; '.join(clauses)} |")
+    return "\n".join(rows)
+
+
 __all__ = ["CASES", "EXERCISES", "POINTS", "CheckResult", "assert_all_passed",
            "check_response_logprobs", "check_sft_loss",
            "check_ranking_to_pairs", "check_bradley_terry_loss", "check_score_at_last_token",

@@ -11,6 +11,8 @@ from ...grpo import EPS, grpo_advantages as reference_grpo
 from ...rloo import rloo_advantages as reference_rloo
 from .core import CheckResult, Hint, call, expect, run_check
 
+DPO_AUTOGRAD_HINT = "your loss is cut off from autograd"
+
 
 # ---------------------------------------------------------------- DPO
 
@@ -71,7 +73,7 @@ def cases_dpo_loss(fn) -> None:
     chosen = args[0].clone().requires_grad_()
     loss = _loss_of(fn(chosen, *args[1:]))
     if not getattr(loss, "requires_grad", False):
-        raise Hint("your loss is cut off from autograd: do not call .item() or .detach() on the policy's log-probs")
+        raise Hint(f"{DPO_AUTOGRAD_HINT}: do not call .item() or .detach() on the policy's log-probs")
     loss.backward()
     if chosen.grad is None or not (chosen.grad < 0).all():
         raise Hint("raising the chosen answers' log-probs should lower the loss (a negative gradient on each)")
@@ -137,3 +139,13 @@ def cases_group_advantages(rloo_advantages, grpo_advantages) -> None:
     for case, scores, rloo_hand, grpo_hand in cases:
         want = reference_grpo(scores) if grpo_hand is None else torch.tensor(grpo_hand)
         expect(call(grpo_advantages, scores), want, f"GRPO, {case}", "the advantages", _grpo_mistakes(), (scores,))
+
+
+def known_mistakes() -> dict[str, list[tuple[str, tuple]]]:
+    """exercise -> (hint, what a student who made that mistake hands in) (see logprobs.known_mistakes)."""
+    return {
+        "dpo_loss": [(hint, (wrong,)) for hint, wrong in _dpo_mistakes()] + [
+            (DPO_AUTOGRAD_HINT, (lambda *a: reference_dpo_loss(*a)[0].detach(),))],
+        "group_advantages": [(hint, (wrong, reference_grpo)) for hint, wrong in _rloo_mistakes()]
+        + [(hint, (reference_rloo, wrong)) for hint, wrong in _grpo_mistakes()],
+    }

@@ -183,16 +183,25 @@ def diagnose(got, mistakes, args, kwargs=None, pick=lambda out: out) -> str | No
 
 
 def fmt(x) -> str:
-    """A short, readable rendering of a tensor or number for a hint."""
+    """A short, readable rendering of a tensor or number for a hint: small tensors keep their nesting
+    (their shape shows), larger ones are named by their shape."""
     if isinstance(x, torch.Tensor):
         x = x.detach()
-        if x.numel() > 12:
-            return f"tensor of shape {tuple(x.shape)}"
-        return str([round(v, 4) for v in x.double().flatten().tolist()]) + (
-            f" (shape {tuple(x.shape)})" if x.dim() > 1 else "")
+        if x.numel() > 24:
+            return f"a tensor of shape {tuple(x.shape)}"
+
+        def rounded(v):
+            return [rounded(u) for u in v] if isinstance(v, list) else round(v, 4)
+        return str(rounded(x.double().tolist()))
     if isinstance(x, float):
         return f"{x:.4f}"
     return repr(x)
+
+
+def inputs(args, kwargs=None) -> str:
+    """The case's inputs, for a hint that cannot name the mistake."""
+    shown = [fmt(a) for a in args] + [f"{k}={fmt(v)}" for k, v in (kwargs or {}).items()]
+    return "(" + ", ".join(shown) + ")"
 
 
 def expect(got, want, case: str, what: str, mistakes=(), args=(), kwargs=None,
@@ -211,4 +220,5 @@ def expect(got, want, case: str, what: str, mistakes=(), args=(), kwargs=None,
     hint = diagnose(got, mistakes, args, kwargs, pick)
     if hint:
         raise Hint(f"{case}: {hint}")
-    raise Hint(f"{case}: {what} is {fmt(got)}, expected {fmt(want)}")
+    raise Hint(f"{case}: {what} is {fmt(got)}, expected {fmt(want)}"
+               + (f"; the inputs were {inputs(args, kwargs)}" if args else ""))

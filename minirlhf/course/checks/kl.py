@@ -109,3 +109,22 @@ def cases_adaptive_kl(cls) -> None:
             if abs(got - wrong(beta, kl, target, n, horizon)) < 1e-9:
                 raise Hint(f"{case}: {hint}")
         raise Hint(f"{case}: β became {got:.5f}, expected {hand:.5f}")
+
+
+def known_mistakes() -> dict[str, list[tuple[str, tuple]]]:
+    """exercise -> (hint, what a student who made that mistake hands in) (see logprobs.known_mistakes)."""
+    right = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
+    estimators = [(hint, tuple(wrong if k == name else right[k] for k in right))
+                  for name, mistakes in _kl_mistakes().items() for hint, wrong in mistakes]
+
+    def controller(rule):
+        class Controller:
+            def __init__(self, init, target, horizon):
+                self.value, self.target, self.horizon = init, target, horizon
+
+            def update(self, current_kl, n_steps):
+                self.value = rule(self.value, current_kl, self.target, n_steps, self.horizon)
+        return Controller
+
+    return {"kl_estimators": estimators,
+            "adaptive_kl": [(hint, (controller(rule),)) for hint, rule in _controller_mistakes()]}

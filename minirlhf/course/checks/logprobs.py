@@ -10,6 +10,8 @@ from ...masks import masked_mean
 from ...training import lm_loss
 from .core import CheckResult, Hint, call, expect, run_check
 
+AUTOGRAD_HINT = "your loss does not depend on the logits in autograd's eyes"
+
 
 def _reference_response_logprobs(logits, input_ids, response_start, response_mask, temperature=1.0):
     logp = gather_logprobs(logits[:, response_start - 1:-1] / temperature, input_ids[:, response_start:])
@@ -175,5 +177,14 @@ def cases_sft_loss(fn) -> None:
         expect(got, want, case, "the loss", mistakes, args)
     logits = args[0].clone().requires_grad_()
     if not getattr(fn(logits, args[1], args[2]), "requires_grad", False):
-        raise Hint("your loss does not depend on the logits in autograd's eyes: "
-                   "do not call .item(), .detach() or torch.tensor() on it")
+        raise Hint(f"{AUTOGRAD_HINT}: do not call .item(), .detach() or torch.tensor() on it")
+
+
+def known_mistakes() -> dict[str, list[tuple[str, tuple]]]:
+    """exercise -> (hint, what a student who made that mistake hands in), for each mistake its check names
+    (tests/test_hints.py: each gets its own hint; INSTRUCTORS.md's table is made from these)."""
+    return {
+        "response_logprobs": [(hint, (wrong,)) for hint, wrong in _response_mistakes()],
+        "sft_loss": [(hint, (wrong,)) for hint, wrong in _sft_mistakes()] + [
+            (AUTOGRAD_HINT, (lambda logits, ids, m: _reference_sft_loss(logits, ids, m).detach(),))],
+    }

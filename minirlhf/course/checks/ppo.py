@@ -7,6 +7,13 @@ from ... import ppo
 from ...masks import last_index, masked_mean
 from .core import CheckResult, Hint, call, close, expect, fmt, run_check
 
+KL_PADDING_HINT = "padding positions must have kl = 0: multiply by the mask"
+CUT_OFF_HINT = "your loss is cut off from autograd"
+GRADIENT_HINT = "the value of your loss is right but its gradient is not"
+APPROX_KL_HINT = "approx_kl is k3"
+NOT_CLIPPED_HINT = ("your values are not clipped around the OLD values (not clipped at all, or clipped around the "
+                    "returns, which the max then ignores): V_clip = V_old + clip(V − V_old, −ε, ε)")
+
 # Three responses of 4, 2 and 1 tokens (the last one is only the end token), right-padded.
 MASK = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
 
@@ -74,8 +81,7 @@ def cases_per_token_rewards(fn) -> None:
             if want is None else want
         rewards, kl = _unpack(call(fn, *args), case, ("rewards", "kl"))
         expect(rewards, want[0], case, "rewards", mistakes, args)
-        expect(kl, want[1], case, "kl", [("padding positions must have kl = 0: multiply by the mask",
-                                           lambda s, lp, rp, m, b: lp - rp)], args)
+        expect(kl, want[1], case, "kl", [(KL_PADDING_HINT, lambda s, lp, rp, m, b: lp - rp)], args)
 
 
 # ---------------------------------------------------------------- GAE
@@ -227,14 +233,14 @@ def _check_grad(fn, reference, args, what: str):
     out = fn(x, *(a.clone() if isinstance(a, torch.Tensor) else a for a in args[1:]))
     loss = out[0] if isinstance(out, tuple) else out
     if not getattr(loss, "requires_grad", False):
-        raise Hint(f"your {what} is cut off from autograd: do not call .item(), .detach() or "
-                   "torch.tensor() on the loss (stats may be detached, the loss may not)")
+        raise Hint(f"{CUT_OFF_HINT} ({what}): do not call .item(), .detach() or torch.tensor() on the loss "
+                   "(stats may be detached, the loss may not)")
     (grad,) = torch.autograd.grad(loss, x)
     x_ref = args[0].clone().requires_grad_()
     (grad_ref,) = torch.autograd.grad(reference(x_ref, *args[1:])[0], x_ref)
     if not close(grad, grad_ref):
-        raise Hint(f"the value of your {what} is right but its gradient is not: clip with "
-                   "torch.clamp and select with torch.minimum/maximum (no .detach() inside)")
+        raise Hint(f"{GRADIENT_HINT} ({what}): clip with torch.clamp and select with torch.minimum/maximum "
+                   "(no .detach() inside)")
 
 
 def _check_stats(stats, want: dict, case: str, extra: dict) -> None:
@@ -247,7 +253,7 @@ def _check_stats(stats, want: dict, case: str, extra: dict) -> None:
         got = float(stats[key])
         if not any(abs(got - v) < 1e-5 for v in [value, *extra.get(key, [])]):
             raise Hint(f"{case}: stats[{key!r}] is {fmt(got)}, expected {fmt(value)}"
-                       + (": approx_kl is k3, the mean of (ρ − 1) − log ρ over real tokens (≥ 0, "
+                       + (f": {APPROX_KL_HINT}, the mean of (ρ − 1) − log ρ over real tokens (≥ 0, "
                           "exactly 0 when ρ = 1)" if key == "approx_kl" else ""))
 
 
@@ -282,6 +288,10 @@ def _value_mistakes():
         per_token = per_token * (0.5 if half else 1.0)
         return masked_mean(per_token, mask) if use_mask else per_token.mean()
 
+    def around_returns(v, old_v, ret, mask, clip):
+        v_clipped = ret + (v - ret).clamp(-clip, clip)
+        return 0.5 * masked_mean(torch.maximum((v - ret) ** 2, (v_clipped - ret) ** 2), mask)
+
     return [
         ("take the max of the clipped and unclipped squared errors (the pessimistic bound), not the min",
          lambda *a: build(*a, pessimistic=False)),
@@ -289,8 +299,8 @@ def _value_mistakes():
         ("padding positions contribute to your mean: average over the mask", lambda *a: build(*a, use_mask=False)),
         # clipping around the returns is no clipping at all: |clip(V − R, −ε, ε)| ≤ |V − R|, so the max keeps
         # the unclipped error on every input. One hint for both.
-        ("your values are not clipped around the OLD values (not clipped at all, or clipped around the returns, "
-         "which the max then ignores): V_clip = V_old + clip(V − V_old, −ε, ε)", lambda *a: build(*a[:4], 1e9)),
+        (NOT_CLIPPED_HINT, lambda *a: build(*a[:4], 1e9)),
+        (NOT_CLIPPED_HINT, around_returns),
     ]
 
 
@@ -325,3 +335,43 @@ def cases_value_loss(fn) -> None:
         if not isinstance(stats, dict):
             raise Hint(f"{case}: the second output should be a dict of stats, got {type(stats).__name__}")
     _check_grad(fn, ppo.value_loss, cases[1][1], "value loss")
+
+
+def known_mistakes() -> dict[str, list[tuple[str, tuple]]]:
+    """exercise -> (hint, what a student who made that mistake hands in) (see logprobs.known_mistakes)."""
+    def rewards_with(wrong_rewards=None, wrong_kl=None):
+        def student(score, logp, ref_logp, mask, kl_coef):
+            rewards, kl = ppo.per_token_rewards(score, logp, ref_logp, mask, kl_coef)
+            return (wrong_rewards(score, logp, ref_logp, mask, kl_coef) if wrong_rewards else rewards,
+                    wrong_kl(score, logp, ref_logp, mask, kl_coef) if wrong_kl else kl)
+        return student
+
+    def loss_with(reference, wrong):   # the wrong loss, the right stats
+        return lambda *a: (wrong(*a), reference(*a)[1])
+
+    def detached_inside(logp, old_logp, advantages, mask, clip=0.2):   # right value, wrong gradient
+        ratio = (logp - old_logp).exp()
+        unclipped, clipped = -advantages * ratio.detach(), -advantages * ratio.clamp(1 - clip, 1 + clip)
+        return masked_mean(torch.maximum(unclipped, clipped), mask), ppo.policy_loss(logp, old_logp, advantages,
+                                                                                       mask, clip)[1]
+
+    def value_detached_inside(values, old_values, returns, mask, clip=0.2):
+        v_clipped = (old_values + (values - old_values).clamp(-clip, clip)).detach()
+        loss = 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+        return loss, ppo.value_loss(values, old_values, returns, mask, clip)[1]
+
+    def policy_k1_stats(logp, old_logp, advantages, mask, clip=0.2):
+        loss, stats = ppo.policy_loss(logp, old_logp, advantages, mask, clip)
+        return loss, {**stats, "approx_kl": masked_mean(old_logp - logp, mask).item()}
+
+    return {
+        "per_token_rewards": [(hint, (rewards_with(wrong_rewards=wrong),)) for hint, wrong in _rewards_mistakes()]
+        + [(KL_PADDING_HINT, (rewards_with(wrong_kl=lambda s, lp, rp, m, b: lp - rp),))],
+        "gae": [(hint, (wrong,)) for hint, wrong in _gae_mistakes()],
+        "policy_loss": [(hint, (loss_with(ppo.policy_loss, wrong),)) for hint, wrong in _policy_mistakes()] + [
+            (GRADIENT_HINT, (detached_inside,)), (CUT_OFF_HINT, (lambda *a: (ppo.policy_loss(*a)[0].detach(),
+                                                                              ppo.policy_loss(*a)[1]),)),
+            (APPROX_KL_HINT, (policy_k1_stats,))],
+        "value_loss": [(hint, (loss_with(ppo.value_loss, wrong),)) for hint, wrong in _value_mistakes()] + [
+            (GRADIENT_HINT, (value_detached_inside,))],
+    }

@@ -14,6 +14,12 @@ from .core import CheckResult, Hint, call, expect, run_check
 
 # ---------------------------------------------------------------- rankings -> pairs
 
+BT_AUTOGRAD_HINT = "your loss is cut off from autograd"
+SCORE_AUTOGRAD_HINT = "your score is cut off from autograd"
+SORTED_HINT = ("you sorted the ranking or the two indices of each pair: the ranking's order IS the preference "
+               "(best first), the numbers are only answer indices, so a pair is (winner, loser) whichever is smaller")
+
+
 def _pairs_mistakes():
     def neighbours(r):
         return [(r[i], r[i + 1]) for i in range(len(r) - 1)]
@@ -30,6 +36,9 @@ def _pairs_mistakes():
     def sorted_first(r):
         return ranking_to_pairs(sorted(r))
 
+    def sorted_pairs(r):
+        return [(min(w, lo), max(w, lo)) for w, lo in ranking_to_pairs(r)]
+
     return [
         ("you paired only neighbours in the ranking: every one of the K(K−1)/2 pairs counts "
          "(the best answer also beats the third, the fourth...)", neighbours),
@@ -37,8 +46,9 @@ def _pairs_mistakes():
         ("you made every ordered pair: (a, b) and (b, a) cannot both be preferences; "
          "keep only (better, worse)", both_directions),
         ("you paired answers with themselves: there are K(K−1)/2 pairs, not K(K+1)/2", with_self_pairs),
-        ("you sorted the ranking: its order IS the preference (best first), the numbers are only answer "
-         "indices", sorted_first),
+        # sorting the ranking and sorting each pair give the same pairs (every i < j): one hint names both
+        (SORTED_HINT, sorted_first),
+        (SORTED_HINT, sorted_pairs),
     ]
 
 
@@ -113,7 +123,7 @@ def cases_bradley_terry_loss(fn) -> None:
         expect(call(fn, *args), want, case, "the loss", mistakes, args)
     w = args[0].clone().requires_grad_()
     if not getattr(fn(w, args[1]), "requires_grad", False):
-        raise Hint("your loss is cut off from autograd: do not call .item() or .detach() on it")
+        raise Hint(f"{BT_AUTOGRAD_HINT}: do not call .item() or .detach() on it")
 
 
 # ---------------------------------------------------------------- reward head at the last real token
@@ -194,4 +204,15 @@ def cases_score_at_last_token(fn) -> None:
         expect(got.detach() if isinstance(got, torch.Tensor) else got, want, case, "the score",
                mistakes, args)
     if not getattr(fn(hidden, right, head), "requires_grad", False):
-        raise Hint("your score is cut off from autograd: the head must be trained through it")
+        raise Hint(f"{SCORE_AUTOGRAD_HINT}: the head must be trained through it")
+
+
+def known_mistakes() -> dict[str, list[tuple[str, tuple]]]:
+    """exercise -> (hint, what a student who made that mistake hands in) (see logprobs.known_mistakes)."""
+    return {
+        "ranking_to_pairs": [(hint, (wrong,)) for hint, wrong in _pairs_mistakes()],
+        "bradley_terry_loss": [(hint, (wrong,)) for hint, wrong in _bt_mistakes()] + [
+            (BT_AUTOGRAD_HINT, (lambda w, lo: -F.logsigmoid(w - lo).mean().detach(),))],
+        "score_at_last_token": [(hint, (wrong,)) for hint, wrong in _score_mistakes()] + [
+            (SCORE_AUTOGRAD_HINT, (lambda hidden, mask, head: _reference_score(hidden, mask, head).detach(),))],
+    }

@@ -5,6 +5,9 @@ from ..remote import Remote
 from .core import CheckResult, Hint, fmt, refuse_reference, run_check
 from .ppo import cases_gae, cases_per_token_rewards, cases_policy_loss, cases_value_loss
 
+START_KL_HINT = "the policy and the reference differ before training: their KL must be exactly 0"
+VALUE_HINT = "your value model did not start from the reward model"
+
 FUNCTION_CASES = {"per_token_rewards": cases_per_token_rewards, "gae": cases_gae,
                   "policy_loss": cases_policy_loss, "value_loss": cases_value_loss}
 
@@ -61,6 +64,15 @@ def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict | None = None)
     if len(history) < 4:
         raise Hint(f"only {len(history)} PPO steps: run at least 4 (pipe.settings.ppo.steps) to see a trend")
 
+    # At the first rollout nothing has been trained: the policy IS the reference, so their KL is exactly 0
+    # (a policy or a reference built from the base model instead of the SFT model starts about 5 nats away)
+    rollout_kl = history[0].get("kl", 0.0)
+    if abs(rollout_kl) > 1e-4:
+        raise Hint(f"{START_KL_HINT}: it is {fmt(rollout_kl)} nats at the first rollout, before any update. Build "
+                   "both the policy and the reference from the SFT model (pipe.model('sft'), twice)")
+    if history[0].get("value_from_reward_model", 1.0) == 0.0:
+        raise Hint(f"{VALUE_HINT}: build it with value_model_from_reward_model(pipe.model('reward')); an untrained "
+                   "head makes the first advantages noise")
     # PPO's invariant: on the first minibatch π_θ = π_old, so the ratio is 1 and approx-KL is 0
     first_kl = history[0].get("first_approx_kl", 0.0)
     if abs(first_kl) > 1e-4:
@@ -74,7 +86,7 @@ def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict | None = None)
                        f"{kl:.3f} nats after {len(history)} steps")
     if kl <= 0:
         raise Hint(f"the KL to the reference is {fmt(kl)} after training: the policy never moved away from it. "
-                   "Are the policy and the reference the same model object? Load the SFT model twice")
+                   "Is the learning rate 0, or does the optimizer step another model than the policy?")
     # The reward model is normalised so that the SFT policy scores 0 on average on these prompts:
     # a policy that learned something scores above 0, and above where it started.
     if not (end > 0 or end > start):
