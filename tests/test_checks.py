@@ -301,10 +301,11 @@ def test_hand_values_are_right():
 
 # ---------------------------------------------------------------- the PPO-loop check, without training
 
-def fake_run_ppo(rm_scores, use_functions=True, kl=0.5):
-    """Stands in for the student's run_ppo: calls each function once, returns a made-up history."""
+def fake_run_ppo(rm_scores, use_functions=True, kl=0.5, calls_per_step=1):
+    """Stands in for the student's run_ppo: calls each function once per step (or `calls_per_step` · steps times
+    in all, rounded up), returns a made-up history."""
     def run_ppo(pipe, functions):
-        if use_functions:
+        for _ in range(math.ceil(len(rm_scores) * calls_per_step) if use_functions else 0):
             mask = torch.ones(2, 3)
             rewards, _ = functions["per_token_rewards"](torch.ones(2), torch.zeros(2, 3), torch.zeros(2, 3), mask, 0.1)
             adv, ret = functions["gae"](rewards, torch.zeros(2, 3), mask, 1.0, 0.95)
@@ -330,6 +331,8 @@ def test_ppo_training_check_passes_when_the_reward_rises():
     (fake_run_ppo([0.0] * 6, use_functions=False), FUNCTIONS, "never called your"),
     (fake_run_ppo([0.3, 0.2, 0.1, 0.0, -0.1, -0.2]), FUNCTIONS, "did not rise"),
     (fake_run_ppo([0.0, 0.1, 0.2, 0.3], kl=0.0), FUNCTIONS, "never moved away"),
+    # a cached run's history, with each function called once to look used
+    (fake_run_ppo([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], calls_per_step=1 / 6), FUNCTIONS, "returned a history of 6 steps"),
     (fake_run_ppo([0.0] * 6), {**FUNCTIONS, "gae": wrong(gae, stop_at_end=False)}, "your gae does not pass"),
 ])
 def test_ppo_training_check_names_the_problem(run_ppo, functions, hint):

@@ -3,6 +3,7 @@ one that raises, six cheats, a vandal, a killer, junk, a malformed notebook, and
 its time limit. The honest get exactly their points, the cheats 0 with a note, and none may touch another."""
 import csv
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -72,6 +73,20 @@ def cheats(class_dir: Path) -> dict[str, nbformat.NotebookNode]:
                             "def kl_k2(a, b): return minirlhf.kl.kl_k2(a, b)\n"
                             "def kl_k3(a, b):\n    try:\n        return ref3(a, b)\n    except BaseException:\n"
                             "        return minirlhf.kl.kl_k3(a, b)", KL_CHECK),
+        # 4b. the references kept before their names are rebound to decoys, and a controller whose `value`
+        # replays its updates through the reference when the grader reads it
+        "decoy": notebook("import minirlhf.kl as K\nreal = (K.kl_k1, K.kl_k2, K.kl_k3)\n"
+                          "K.kl_k1 = K.kl_k2 = K.kl_k3 = lambda a, b: a * 0\n"
+                          "def kl_k1(a, b): return real[0](a, b)\ndef kl_k2(a, b): return real[1](a, b)\n"
+                          "def kl_k3(a, b): return real[2](a, b)", KL_CHECK,
+                          "from minirlhf.kl import AdaptiveKLController as Ref\n"
+                          "class AdaptiveKLController:\n"
+                          "    def __init__(self, *args):\n        self.args, self.calls = args, []\n"
+                          "    def update(self, kl, n):\n        self.calls.append((kl, n))\n"
+                          "    @property\n    def value(self):\n        c = Ref(*self.args)\n"
+                          "        for call in self.calls:\n            c.update(*call)\n        return c.value\n"
+                          "from minirlhf.course.checks import check_adaptive_kl\n"
+                          "check_adaptive_kl(AdaptiveKLController)"),
         # 5. the solution cells executed from solutions/ next to the installed package
         "reader": notebook("import json, minirlhf, pathlib\nsol = pathlib.Path(minirlhf.__file__).parent.parent / "
                            "'solutions' / '03_kl.ipynb'\nimport torch\nexec(json.loads(sol.read_text())['cells'][3]['source'] "
@@ -79,7 +94,7 @@ def cheats(class_dir: Path) -> dict[str, nbformat.NotebookNode]:
                            "''.join(json.loads(sol.read_text())['cells'][3]['source']))", KL_CHECK),
         # 6. a detached process that rewrites grades.csv after the grader is done
         "detached": notebook(RIGHT_PAIRS, f"import subprocess\nsubprocess.Popen(['bash', '-c', 'exec -a {MARKER} "
-                             f"bash -c \"sleep 8; echo student,999 > {grades}\"'], start_new_session=True)"),
+                             f"bash -c \"sleep 3; echo student,999 > {grades}\"'], start_new_session=True)"),
         # a classmate's notebook overwritten, and the grader's process killed
         "vandal": notebook(RIGHT_PAIRS, f"import shutil\nopen({str(classmate)!r}, 'w').write('{{}}')\n"
                            f"shutil.rmtree({str(class_dir / 'full')!r})"),
@@ -115,12 +130,19 @@ def graded(tmp_path_factory):
     nbformat.write(edited("03_kl", crash), class_dir / "raises.ipynb")
     for name, nb in cheats(class_dir).items():
         nbformat.write(nb, class_dir / f"{name}.ipynb")
+    # a folder with a link to a file only the grader's user may read: copied as a link, never followed
+    secret = tmp_path_factory.mktemp("instructor") / "secret.txt"
+    secret.write_text("the answers")
+    secret.chmod(0o600)
+    (class_dir / "linker").mkdir()
+    (class_dir / "linker" / "notes.txt").symlink_to(secret)
+    nbformat.write(notebook(RIGHT_PAIRS, "print(open('notes.txt').read())"), class_dir / "linker" / "mine.ipynb")
     broken = json.loads(nbformat.writes(notebook(RIGHT_PAIRS)))
     broken["cells"][0]["source"] = 42   # a cell whose source is not text
     (class_dir / "malformed.ipynb").write_text(json.dumps(broken))
     out = class_dir / "grades.csv"
     grade(class_dir, out, timeout_s=TIMEOUT_S, jobs=2, verbose=True, as_json=True)
-    time.sleep(10)   # the detached process would have written grades.csv by now
+    time.sleep(4)   # the detached process would have written grades.csv by now
     alive = subprocess.run(["pgrep", "-f", MARKER], capture_output=True, text=True).stdout.split()
     csv_after_class = out.read_text()
     # a late submission: 60 cells of 0.9 s, a check handed in first, graded into the same CSV with a 10 s limit
@@ -128,7 +150,7 @@ def graded(tmp_path_factory):
     started = time.monotonic()
     rows = grade(class_dir, out, timeout_s=SLOW_TIMEOUT_S, verbose=True, resume=True)
     yield {"rows": {r["student"]: r for r in rows}, "out": out, "alive": alive, "csv_after_class": csv_after_class,
-           "slow_seconds": time.monotonic() - started}
+           "slow_seconds": time.monotonic() - started, "secret": secret}
     mp.undo()
 
 
@@ -158,7 +180,7 @@ def test_a_notebook_that_raises_keeps_what_ran(graded):
     assert "RuntimeError" in raises["notes"] and "SyntaxError" in raises["notes"]
 
 
-@pytest.mark.parametrize("student", ["forger", "recorder", "noop", "wrapper", "reader"])
+@pytest.mark.parametrize("student", ["forger", "recorder", "noop", "wrapper", "decoy", "reader"])
 def test_a_cheat_scores_zero_for_the_cheated_exercise(graded, student):
     row = graded["rows"][student]
     assert row["total"] == 0, (student, row["exercises"]["kl_estimators"])
@@ -173,6 +195,8 @@ def test_each_cheat_leaves_a_note_naming_what_was_seen(graded):
     assert "the notebook replaced the checks'" in rows["noop"]["notes"]
     assert "minirlhf.course.checks.kl.cases_kl_estimators" in rows["noop"]["notes"]
     assert "called the package's minirlhf.kl.kl_k1" in rows["wrapper"]["notes"]
+    assert "called the package's minirlhf.kl.kl_k1" in rows["decoy"]["notes"]
+    assert "called the package's minirlhf.kl.AdaptiveKLController.__init__" in rows["decoy"]["notes"]
     assert "FileNotFoundError" in rows["reader"]["notes"]   # no solutions/ in the sandbox
 
 
@@ -190,6 +214,14 @@ def test_a_classmate_cannot_touch_your_grade(graded):
     # the grader's process is out of its reach (another PID namespace, another user): only the kernel could die
     assert rows["killer"]["total"] == POINTS["ranking_to_pairs"] and "ProcessLookupError" in rows["killer"]["notes"]
     assert rows["malformed"]["total"] == 0 and "unreadable" in rows["malformed"]["notes"]
+
+
+def test_a_link_in_a_submission_reaches_nothing_of_the_graders(graded):
+    linker = graded["rows"]["linker"]
+    assert linker["total"] == POINTS["ranking_to_pairs"]
+    assert "cell 1: FileNotFoundError" in linker["notes"] or "cell 1: PermissionError" in linker["notes"]
+    stat = graded["secret"].stat()
+    assert (stat.st_uid, stat.st_mode & 0o777) == (os.getuid(), 0o600)   # not handed to the sandbox's user
 
 
 def test_the_time_limit_is_the_whole_notebooks_and_what_ran_counts(graded):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import multiprocessing
 import os
@@ -61,11 +62,28 @@ class NotebookRun:
     copies: list[str] = field(default_factory=list)    # exercises whose code is the solution's, character for character
 
 
+class GraderError(RuntimeError):
+    """Grading cannot go on for anyone (no sandbox here, a damaged stage cache): stop, with what to do."""
+
+
 def run_notebook(path: Path, timeout_s: float, student: str = "", isolate: bool = True) -> NotebookRun:
     """Execute a private copy of `path` in a fresh (sandboxed) kernel, then check what its check cells
-    handed in. The notebook's cells get `timeout_s` of wall time in all; the checks as long again."""
+    handed in. The notebook's cells get `timeout_s` of wall time in all; the checks as long again.
+    Whatever goes wrong with this one notebook is its row, never an exception (but a GraderError)."""
     start = time.monotonic()
     try:
+        return _run_notebook(Path(path), timeout_s, student, isolate, start)
+    except GraderError:
+        raise
+    except Exception as e:
+        return NotebookRun(student, Path(path).name, f"error: {type(e).__name__}: {str(e)[:200]}",
+                           time.monotonic() - start)
+
+
+def _run_notebook(path: Path, timeout_s: float, student: str, isolate: bool, start: float) -> NotebookRun:
+    try:
+        if path.is_symlink():   # read by the grader's user: a link could show it any file of the machine
+            raise ValueError("the notebook is a symbolic link, not a file")
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)   # a cell whose source is not text, say: refused here, not half-way through
     except Exception as e:  # not JSON, not a notebook: nothing ran
@@ -74,8 +92,11 @@ def run_notebook(path: Path, timeout_s: float, student: str = "", isolate: bool 
     with tempfile.TemporaryDirectory(prefix="minirlhf-grade-") as tmp:
         tmp = Path(tmp)
         work = tmp / "work"
-        shutil.copytree(path.parent, work, ignore=shutil.ignore_patterns("*.ipynb", ".*")) \
-            if path.parent.name == student else work.mkdir()   # a student's folder: their other files too
+        try:   # a student's folder: their other files too (links copied as links, never followed)
+            shutil.copytree(path.parent, work, symlinks=True, ignore=shutil.ignore_patterns("*.ipynb", ".*")) \
+                if path.parent.name == student else work.mkdir()
+        except OSError as e:
+            return NotebookRun(student, path.name, f"error: copying the submission: {e}"[:200], 0.0)
         nbformat.write(nb, work / path.name)
         home = default_home()
         env = {GRADING_ENV: "1", "MINIRLHF_HOME": str(home), "OMP_NUM_THREADS": "1",
@@ -85,23 +106,24 @@ def run_notebook(path: Path, timeout_s: float, student: str = "", isolate: bool 
         # (--jobs) would otherwise fight over the cores and run many times slower
         client = NotebookClient(nb, km=km, allow_errors=True, shutdown_kernel="immediate",
                                 resources={"metadata": {"path": str(work)}})
-        status, results, namespace = "finished", [], None
+        status, results, init = "finished", [], None   # init: a pidfd of the kernel, PID 1 of its namespace
         try:
             # the kernel's own chatter (ipykernel's warnings) to a file, not to the grader's console
             with open(tmp / "kernel.log", "w") as log, \
                     client.setup_kernel(env={**os.environ, **env}, stdout=log, stderr=log):
-                namespace = sandbox.namespace_of(km.provisioner.process.pid) if isolate else None
+                init = sandbox.namespace_init(km.provisioner.process.pid) if isolate else None
                 status = _run_cells(client, nb, start + timeout_s, timeout_s)
                 if status != "kernel died":
                     if status.startswith("timeout"):
                         client.km.interrupt_kernel()   # stop the endless cell; what was handed in still counts
                     check_deadline = time.monotonic() + timeout_s
+                    client.timeout_func = None   # from here each request sets its own limit (remote.Kernel)
                     results = check_submitted(Kernel(client, lambda: check_deadline - time.monotonic()))
         except Exception as e:   # whatever else went wrong running this notebook is this student's row
             status = f"error: {type(e).__name__}: {str(e)[:200]}"
         finally:   # the kernel and every process it left, detached or not: gone before the row is written
-            if namespace:
-                sandbox.kill_namespace(namespace)
+            if init is not None:
+                sandbox.kill_namespace(init)
     errors = [f"cell {i}: {out.get('ename', 'error')}" for i, cell in enumerate(nb.cells)
               if cell.cell_type == "code" for out in cell.get("outputs", []) if out.output_type == "error"]
     errors += forgeries(nb)
@@ -115,6 +137,7 @@ def forgeries(nb) -> list[str]:
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
             text = out.get("text", "") if out.get("output_type") == "stream" else ""
+            text = "".join(text) if isinstance(text, list) else str(text)   # nbformat allows a list of lines
             if any(line.startswith(("[PASSED]", "[FAILED]")) for line in text.splitlines()):
                 seen.append(f"cell {i} printed a verdict the grader did not give (ignored)")
             if MIME in out.get("data", {}):
@@ -173,7 +196,7 @@ def _kernel_manager(tmp: Path, work: Path, home: Path, env: dict) -> KernelManag
     package, Python and the stage cache `home` (its checksums verified now)."""
     problem = sandbox.available()
     if problem:
-        raise RuntimeError(f"{problem} (or grade with --no-isolation, only for submissions you trust)")
+        raise GraderError(f"{problem} (or grade with --no-isolation, only for submissions you trust)")
     readable_by_all(home)
     verify_cache(home)
     import sys
@@ -181,9 +204,10 @@ def _kernel_manager(tmp: Path, work: Path, home: Path, env: dict) -> KernelManag
     spec = tmp / "sandbox.json"
     (tmp / "root").mkdir()
     sandbox.write_spec(spec, tmp / "root", work, read_only, env)
-    if os.getuid() == 0:   # the kernel runs as nobody: its copy must be its own
-        for p in [work, *work.rglob("*")]:
-            os.chown(p, sandbox.NOBODY, sandbox.NOBODY)
+    if os.getuid() == 0:   # the kernel runs as nobody: its copy must be its own (links themselves, never their targets)
+        for folder, dirs, files in os.walk(work):   # does not follow links
+            for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+                os.chown(name, sandbox.NOBODY, sandbox.NOBODY, follow_symlinks=False)
     kernels = tmp / "kernels" / "minirlhf-sandbox"
     kernels.mkdir(parents=True)
     (kernels / "kernel.json").write_text(json.dumps({
@@ -192,6 +216,9 @@ def _kernel_manager(tmp: Path, work: Path, home: Path, env: dict) -> KernelManag
     km = KernelManager(kernel_name="minirlhf-sandbox",
                        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp / "kernels")]))
     km.connection_file = str(tmp / "connection.json")
+    # Unix sockets in the submission's folder, not TCP: the kernel has no network (sandbox.py), so it cannot
+    # listen in on a classmate's kernel graded beside it
+    km.transport, km.ip = "ipc", str(work / ".kernel-socket")
     return km
 
 
@@ -219,7 +246,7 @@ def verify_cache(home: Path) -> None:
         if folder.is_dir() and cache.is_finished(folder) and (folder / cache.MANIFEST).is_file():
             problem = cache.damage(folder, {})
             if problem:
-                raise RuntimeError(f"the stage cache is damaged ({folder}: {problem}): repair it with "
+                raise GraderError(f"the stage cache is damaged ({folder}: {problem}): repair it with "
                                    "`python -m minirlhf repair` before grading")
 
 
@@ -244,10 +271,13 @@ def check_submitted(kernel: Kernel) -> list[dict]:
             continue
         kernel.exercise = exercise
         started = time.monotonic()
-        verdict = judge(exercise, CASES[exercise], *(objects if isinstance(objects, tuple) else (objects,)))
+        data: dict = {}   # what a check measured; 4.5 puts its message there
+        body = functools.partial(CASES[exercise], data=data) if exercise == "ppo_training" else CASES[exercise]
+        verdict = judge(exercise, body, *(objects if isinstance(objects, tuple) else (objects,)), data=data)
         results.append({"exercise": exercise, "status": verdict.status, "message": verdict.message,
                         "seconds": round(time.monotonic() - started, 2)})
-        if verdict.status == "timeout" or "stopped answering" in verdict.message:
+        # a kernel that died, or that is still busy with a call that ran out of time, answers no more
+        if verdict.status == "timeout" or not kernel.client.km.is_alive():
             gone = {"status": verdict.status, "message": "not checked: " + verdict.message}
     return results
 
@@ -312,7 +342,7 @@ def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1
     if not students:
         raise FileNotFoundError(f"no .ipynb submissions in {submissions_dir}")
     if isolate and sandbox.available():
-        raise RuntimeError(f"{sandbox.available()} (or grade with --no-isolation, only for submissions you trust)")
+        raise GraderError(f"{sandbox.available()} (or grade with --no-isolation, only for submissions you trust)")
     rows = read_csv(out_csv) if resume and out_csv.is_file() else {}
     tasks = [(path, timeout_s, student, isolate) for student, notebooks in students.items() if student not in rows
              for path in notebooks]
@@ -331,8 +361,16 @@ def grade(submissions_dir, out_csv=None, timeout_s: float = 900.0, jobs: int = 1
     if jobs > 1:
         # separate processes (spawned, not forked: the parent may hold torch's thread pools)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(run_notebook, *task) for task in tasks]):
-                done(future.result())
+            futures = {pool.submit(run_notebook, *task): task for task in tasks}
+            for future in as_completed(futures):
+                try:
+                    run = future.result()
+                except GraderError:
+                    raise
+                except Exception as e:   # the worker process itself died (killed, out of memory): this row
+                    path, _, student, _ = futures[future]
+                    run = NotebookRun(student, path.name, f"error: {type(e).__name__}: {str(e)[:200]}", 0.0)
+                done(run)
     else:
         for task in tasks:
             done(run_notebook(*task))

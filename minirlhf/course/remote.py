@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import nbformat
+import torch
 
 from .wire import Handle, decode, encode
 from .worker import MIME
@@ -78,18 +79,31 @@ class Kernel:
 
 
 def with_gradients(value, args: list, grads: list):
-    """The student's loss, rebuilt here so that autograd gives their gradient: L' = L + Σ_i ⟨x_i, g_i⟩ − stop(·),
-    whose value is L and whose gradient with respect to each local input x_i is the g_i their kernel computed."""
+    """The student's loss, rebuilt here so that autograd gives their gradient: its value is theirs, and its
+    gradient with respect to each local input x_i is the g_i their kernel computed (NaN and inf included)."""
     import torch
     loss = value[0] if isinstance(value, tuple) else value
     if not isinstance(loss, torch.Tensor) or not isinstance(grads, list) or len(grads) != len(args):
         return value
-    surrogate = loss.detach().clone()
-    for x, g in zip(args, grads):
-        if isinstance(x, torch.Tensor) and x.requires_grad and isinstance(g, torch.Tensor) and g.shape == x.shape:
-            inner = (x * g.to(x.dtype)).sum()
-            surrogate = surrogate + (inner - inner.detach()).to(surrogate.dtype).reshape(surrogate.shape)
-    return (surrogate, *value[1:]) if isinstance(value, tuple) else surrogate
+    pairs = [(x, g) for x, g in zip(args, grads) if isinstance(x, torch.Tensor) and x.requires_grad
+             and isinstance(g, torch.Tensor) and g.shape == x.shape]
+    if not pairs:
+        return value
+    rebuilt = _TheirGradient.apply(loss.detach(), [g for _, g in pairs], *(x for x, _ in pairs))
+    return (rebuilt, *value[1:]) if isinstance(value, tuple) else rebuilt
+
+
+class _TheirGradient(torch.autograd.Function):
+    """y = the student's loss; dy/dx_i = the gradient their kernel sent for x_i."""
+
+    @staticmethod
+    def forward(ctx, loss, grads, *xs):
+        ctx.grads = grads
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, out):
+        return (None, None, *(out * g.to(out.dtype) for g in ctx.grads))
 
 
 class Remote(Handle):
@@ -107,7 +121,7 @@ class Remote(Handle):
     def __getattr__(self, name: str):
         if name.startswith("_"):   # Python's own protocols (copy, pickle, numpy) stay here
             raise AttributeError(name)
-        return self._kernel.request(op="getattr", target=self, name=name)
+        return self._kernel.request(op="getattr", target=self, name=name, exercise=self._kernel.exercise)
 
     def counted_ppo(self, pipe, functions: dict) -> dict:
         """Exercise 4.5: run this `run_ppo(pipe, functions)` with calls of each function counted

@@ -37,7 +37,7 @@ def encode(value, handle=None) -> str:
         if isinstance(x, int):
             return x
         if isinstance(x, float):
-            return x if math.isfinite(x) else {"__float__": repr(x)}
+            return float(x) if math.isfinite(x) else {"__float__": repr(float(x))}   # numpy's too
         if isinstance(x, tuple):
             return {"__tuple__": [walk(v) for v in x]}
         if isinstance(x, list):

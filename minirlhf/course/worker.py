@@ -25,7 +25,7 @@ REFERENCES = {
     "sft_loss": ["minirlhf.course.checks.logprobs:_reference_sft_loss", "minirlhf.training:lm_loss"],
     "ranking_to_pairs": ["minirlhf.reward:ranking_to_pairs"],
     "bradley_terry_loss": ["minirlhf.reward:bradley_terry_loss"],
-    "score_at_last_token": ["minirlhf.course.checks.reward:_reference_score"],
+    "score_at_last_token": ["minirlhf.course.checks.reward:_reference_score", "minirlhf.masks:last_index"],
     "kl_estimators": ["minirlhf.kl:kl_k1", "minirlhf.kl:kl_k2", "minirlhf.kl:kl_k3"],
     "adaptive_kl": ["minirlhf.kl:AdaptiveKLController.__init__", "minirlhf.kl:AdaptiveKLController.update"],
     "per_token_rewards": ["minirlhf.ppo:per_token_rewards"],
@@ -100,15 +100,18 @@ def _tripwire_code(name: str):
     return namespace["tripwire"].__code__
 
 
+_references: dict[str, list] = {}   # exercise -> [(name, function)], resolved when the kernel starts (main)
+
+
 def _with_tripwires(exercise: str, fn):
     """Run `fn()` with every reference of `exercise` answering with ReferenceCalled. The function objects
     themselves are changed (their code), so every name and every alias the student kept reaches the
-    tripwire, not only `minirlhf.kl.kl_k1`."""
+    tripwire, not only `minirlhf.kl.kl_k1`; the objects were found before any student code ran, so
+    rebinding `minirlhf.kl.kl_k1` to a decoy moves nothing."""
     saved = []
     tripped.clear()
     try:
-        for name in REFERENCES.get(exercise, []):
-            target = _resolve(name)
+        for name, target in _references.get(exercise) or [(n, _resolve(n)) for n in REFERENCES.get(exercise, [])]:
             saved.append((target, target.__code__))
             target.__code__ = _tripwire_code(name)
         value = fn()
@@ -157,35 +160,35 @@ def serve(request: str) -> None:
     tripped.clear()
     try:
         message = decode(request, opaque=lambda number, _type: _objects[number])
-        op = message["op"]
-        if op == "registered":
-            reply = {"value": {**{exercise: _objects[h] for exercise, h in registered.items()},
-                               "patched": _patched()}}
-        elif op == "getattr":
-            reply = {"value": getattr(message["target"], message["name"])}
-        else:
+
+        def answer() -> str:   # the student's code runs in each step: the call, an attribute, autograd, encoding
+            op = message["op"]
+            if op == "registered":
+                return encode({"value": {**{exercise: _objects[h] for exercise, h in registered.items()},
+                                         "patched": _patched()}}, handle=handle)
+            if op == "getattr":
+                return encode({"value": getattr(message["target"], message["name"])}, handle=handle)
             target, args, kwargs = message["target"], message["args"], message["kwargs"]
-            call = (lambda: target(*args, **kwargs)) if op == "call" else (lambda: _counted_ppo(*args))
-            value = _with_tripwires(message["exercise"], call)
-            reply = {"value": value, "grads": _gradients(value, args)}
-    except (ReferenceCalled, Exception) as e:
+            value = target(*args, **kwargs) if op == "call" else _counted_ppo(*args)
+            return encode({"value": value, "grads": _gradients(value, args)}, handle=handle)
+
+        text = _with_tripwires(message.get("exercise", ""), answer)
+    except BaseException as e:   # KeyboardInterrupt and SystemExit too: every request gets its reply
         if tripped or isinstance(e, ReferenceCalled):   # caught by the student and re-raised as another: still
             reply = {"reference": (tripped or [str(e.args[0])])[0].replace(":", ".")}
         else:
             frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename != __file__]
             where = f"in {frames[-1].name}, line {frames[-1].lineno}" if frames else ""
             reply = {"error": {"type": type(e).__name__, "message": str(e)[:500], "where": where}}
-    try:
-        text = encode(reply, handle=handle)
-    except Exception as e:   # a value that cannot be sent (a tensor type safetensors lacks, say)
-        text = encode({"error": {"type": type(e).__name__, "message": f"could not send your answer: {e}",
-                                 "where": ""}})
+        text = encode(reply)
     publish_display_data({MIME: text})
 
 
 def main() -> None:
     import minirlhf.course.worker as worker   # this file runs as __main__: the state lives in the module
     worker._original_checks.update(worker._check_functions())
+    worker._references.update({exercise: [(name, worker._resolve(name)) for name in names]
+                               for exercise, names in worker.REFERENCES.items()})
     from ipykernel import kernelapp
     kernelapp.launch_new_instance()
 

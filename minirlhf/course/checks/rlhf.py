@@ -63,6 +63,12 @@ def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict | None = None)
                    "otherwise it runs the package's own versions")
     if len(history) < 4:
         raise Hint(f"only {len(history)} PPO steps: run at least 4 (pipe.settings.ppo.steps) to see a trend")
+    # each PPO step calls every one of the four functions at least once: a history with more steps than that
+    # was not made by these functions (a cached run's history, say)
+    few = [f"{name} {n}" for name, n in counts.items() if n < len(history)]
+    if few:
+        raise Hint(f"your run_ppo returned a history of {len(history)} steps, but called {', '.join(few)} times: "
+                   "return the history of the training your functions drove")
 
     # At the first rollout nothing has been trained: the policy IS the reference, so their KL is exactly 0
     # (a policy or a reference built from the base model instead of the SFT model starts about 5 nats away)
