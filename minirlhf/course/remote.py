@@ -125,7 +125,7 @@ class Remote(Handle):
 
     def counted_ppo(self, pipe, functions: dict) -> dict:
         """Exercise 4.5: run this `run_ppo(pipe, functions)` with calls of each function counted
-        (worker._counted_ppo): {"history": [...], "counts": {name: calls}}."""
+        (checks.rlhf.counted_ppo, run in the kernel): {"history": [...], "counts": {name: calls}}."""
         return self._kernel.request(op="counted", target=self, args=[self, pipe, functions], kwargs={},
                                     exercise=self._kernel.exercise)
 

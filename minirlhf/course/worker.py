@@ -11,7 +11,6 @@ is a tripwire (`REFERENCES`): a submission that calls it, under whatever name, g
 """
 from __future__ import annotations
 
-import functools
 import sys
 import traceback
 
@@ -58,7 +57,7 @@ def _check_functions() -> dict[str, int]:
     """id of every function the checks run, by "module.name": to see which ones a notebook replaced."""
     import minirlhf.course.checks as checks
     out = {f"minirlhf.course.checks.CASES[{k!r}]": id(v) for k, v in checks.CASES.items()}
-    for fn in checks.CASES.values():
+    for fn in [*checks.CASES.values(), checks.rlhf.counted_ppo]:   # counted_ppo runs here: exercise 4.5's counts
         out[f"{fn.__module__}.{fn.__name__}"] = id(getattr(sys.modules[fn.__module__], fn.__name__, None))
     return out
 
@@ -123,21 +122,6 @@ def _with_tripwires(exercise: str, fn):
             target.__code__ = code
 
 
-def _counted_ppo(run_ppo, pipe, functions: dict):
-    """Exercise 4.5: call the student's run_ppo with their four functions, counting each one's calls."""
-    counts = {name: 0 for name in functions}
-
-    def counting(name, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            counts[name] += 1
-            return fn(*args, **kwargs)
-        return wrapper
-
-    history = run_ppo(pipe, {name: counting(name, fn) for name, fn in functions.items()})
-    return {"history": history, "counts": counts}
-
-
 def _gradients(value, args) -> list | None:
     """d(loss)/d(arg) for each tensor argument that requires a gradient, when the answer is a scalar loss (or a
     tuple led by one): the grader rebuilds a loss with these gradients (remote.py), so that a check's
@@ -156,6 +140,7 @@ def serve(request: str) -> None:
     {"value": …} or {"error": {type, message, where}} or {"reference": name}."""
     from IPython.display import publish_display_data
 
+    from .checks.rlhf import counted_ppo
     from .wire import decode, encode
     tripped.clear()
     try:
@@ -169,7 +154,7 @@ def serve(request: str) -> None:
             if op == "getattr":
                 return encode({"value": getattr(message["target"], message["name"])}, handle=handle)
             target, args, kwargs = message["target"], message["args"], message["kwargs"]
-            value = target(*args, **kwargs) if op == "call" else _counted_ppo(*args)
+            value = target(*args, **kwargs) if op == "call" else counted_ppo(*args)
             return encode({"value": value, "grads": _gradients(value, args)}, handle=handle)
 
         text = _with_tripwires(message.get("exercise", ""), answer)

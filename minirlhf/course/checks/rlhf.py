@@ -24,11 +24,18 @@ def check_ppo_training(run_ppo, pipe, functions: dict) -> CheckResult:
                      functions, data=data)
 
 
-def _counting(fn, counts: dict, name: str):
-    def wrapper(*args, **kwargs):
-        counts[name] += 1
-        return fn(*args, **kwargs)
-    return wrapper
+def counted_ppo(run_ppo, pipe, functions: dict) -> dict:
+    """Call `run_ppo(pipe, functions)` with each function's calls counted: {"history": ..., "counts": {name: n}}.
+    (While grading, the student's kernel runs this: worker.py.)"""
+    counts = {name: 0 for name in functions}
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    return {"history": run_ppo(pipe, {name: counting(name, fn) for name, fn in functions.items()}), "counts": counts}
 
 
 def _half_means(history, key):
@@ -48,12 +55,9 @@ def cases_ppo_training(run_ppo, pipe, functions: dict, data: dict | None = None)
         except Hint as hint:
             raise Hint(f"your {name} does not pass its own check yet ({hint}): fix that exercise first")
 
-    if isinstance(run_ppo, Remote):   # graded: the counting happens in the student's kernel (worker.py)
-        ran = run_ppo.counted_ppo(pipe, functions)
-        history, counts = ran["history"], ran["counts"]
-    else:
-        counts = {name: 0 for name in functions}
-        history = run_ppo(pipe, {name: _counting(fn, counts, name) for name, fn in functions.items()})
+    # graded: the student's functions live in their kernel, and so does the counting (worker.py)
+    ran = run_ppo.counted_ppo(pipe, functions) if isinstance(run_ppo, Remote) else counted_ppo(run_ppo, pipe, functions)
+    history, counts = ran["history"], ran["counts"]
     if not (isinstance(history, list) and history and all(isinstance(h, dict) for h in history)):
         raise Hint("run_ppo must return the history from train_ppo: a list with one dict per PPO step")
     data["history"] = history
