@@ -298,10 +298,15 @@ def find_submissions(submissions_dir: Path) -> dict[str, list[Path]]:
 def verdicts(runs: list[NotebookRun]) -> dict[str, dict]:
     """One verdict per exercise for one student (status, points, message, seconds): across their notebooks
     the best; an exercise no check cell handed in is "not run"; a notebook stopped before it, its reason."""
-    stopped = next((r.status for r in runs if r.status.startswith(("timeout", "kernel died", "error"))), None)
-    out = {name: {"status": "timeout" if stopped and stopped.startswith("timeout") else "not run",
-                  "points": 0.0, "message": f"no check of it ran ({stopped})" if stopped else "no check of it ran",
-                  "seconds": 0.0} for name in POINTS}
+    def stopped(name: str) -> str | None:   # why the notebook holding this exercise stopped early, if it did
+        mine = [r for r in runs if len(runs) == 1 or r.notebook.startswith(EXERCISES[name][0])]
+        return next((r.status for r in mine if r.status.startswith(("timeout", "kernel died", "error"))), None)
+
+    out = {}
+    for name in POINTS:
+        why = stopped(name)
+        out[name] = {"status": "timeout" if why and why.startswith("timeout") else "not run", "points": 0.0,
+                     "message": f"no check of it ran ({why})" if why else "no check of it ran", "seconds": 0.0}
     rank = {status: i for i, status in enumerate(reversed(STATUSES))}   # passed ranks highest
     for run in runs:
         for r in run.results:
