@@ -26,6 +26,8 @@ import json
 import multiprocessing
 import os
 import shutil
+import stat
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -101,7 +103,9 @@ def _run_notebook(path: Path, timeout_s: float, student: str, isolate: bool, sta
         home = default_home()
         env = {GRADING_ENV: "1", "MINIRLHF_HOME": str(home), "OMP_NUM_THREADS": "1",
                **{k: os.environ[k] for k in ("MINIRLHF_FAST", "MINIRLHF_THREADS") if k in os.environ}}
-        km = _kernel_manager(tmp, work, home, env) if isolate else KernelManager(kernel_name="python3")
+        # either way the kernel is worker.py's (the grader's own Python, set up before any student code runs)
+        km = _kernel_manager(tmp, work, home, env) if isolate else \
+            _worker_kernel(tmp, [sys.executable, "-m", "minirlhf.course.worker", "-f", "{connection_file}"])
         # one thread per kernel: the course's models are tiny, and kernels graded side by side
         # (--jobs) would otherwise fight over the cores and run many times slower
         client = NotebookClient(nb, km=km, allow_errors=True, shutdown_kernel="immediate",
@@ -151,6 +155,7 @@ def _normalised(source: str) -> str:
     return "\n".join(line for line in lines if line and not line.startswith("#"))
 
 
+@functools.lru_cache(maxsize=1)   # read once per grader, not once per submitted notebook
 def solution_code() -> dict[str, str]:
     """exercise -> the code of its solution cell (the code cell before its check cell), normalised; empty
     where the course's `solutions/` is not next to the package (an installed package has none)."""
@@ -200,7 +205,6 @@ def _kernel_manager(tmp: Path, work: Path, home: Path, env: dict) -> KernelManag
         raise GraderError(f"{problem} (or grade with --no-isolation, only for submissions you trust)")
     readable_by_all(home)
     verify_cache(home)
-    import sys
     read_only = [cache.PACKAGE_DIR, Path(sys.prefix), Path(sys.base_prefix), home]
     spec = tmp / "sandbox.json"
     (tmp / "root").mkdir()
@@ -209,24 +213,28 @@ def _kernel_manager(tmp: Path, work: Path, home: Path, env: dict) -> KernelManag
         for folder, dirs, files in os.walk(work):   # does not follow links
             for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
                 os.chown(name, sandbox.NOBODY, sandbox.NOBODY, follow_symlinks=False)
-    kernels = tmp / "kernels" / "minirlhf-sandbox"
-    kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": sandbox.kernel_argv(spec), "display_name": "minirlhf sandbox", "language": "python",
-        "interrupt_mode": "message"}))
-    km = KernelManager(kernel_name="minirlhf-sandbox",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp / "kernels")]))
-    km.connection_file = str(tmp / "connection.json")
+    km = _worker_kernel(tmp, sandbox.kernel_argv(spec))
     # Unix sockets in the submission's folder, not TCP: the kernel has no network (sandbox.py), so it cannot
     # listen in on a classmate's kernel graded beside it
     km.transport, km.ip = "ipc", str(work / ".kernel-socket")
     return km
 
 
+def _worker_kernel(tmp: Path, argv: list[str]) -> KernelManager:
+    """A kernel manager for a kernelspec of its own (in `tmp`) that starts the kernel with `argv`."""
+    kernels = tmp / "kernels" / "minirlhf-grader"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({
+        "argv": argv, "display_name": "minirlhf grader", "language": "python", "interrupt_mode": "message"}))
+    km = KernelManager(kernel_name="minirlhf-grader",
+                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp / "kernels")]))
+    km.connection_file = str(tmp / "connection.json")
+    return km
+
+
 def readable_by_all(home: Path) -> None:
     """The sandboxed kernel runs as `nobody`: give the stage cache's files read permission for all (safetensors
     writes its files for their owner only). Only permission bits change: no content, no checksum."""
-    import stat
     changed = 0
     for p in [Path(home), *Path(home).rglob("*")] if Path(home).is_dir() else []:
         mode = p.stat().st_mode
