@@ -233,10 +233,20 @@ def _worker_kernel(tmp: Path, argv: list[str]) -> KernelManager:
 
 
 def readable_by_all(home: Path) -> None:
-    """The sandboxed kernel runs as `nobody`: give the stage cache's files read permission for all (safetensors
-    writes its files for their owner only). Only permission bits change: no content, no checksum."""
+    """A grader that is root runs the sandboxed kernel as `nobody`: give the stage cache's files read permission
+    for all (safetensors writes its files for their owner only). Only permission bits change: no content, no
+    checksum. Any other grader's kernel reads with the grader's own rights (a user namespace): it changes
+    nothing, and refuses a cache it cannot read itself."""
+    files = [Path(home), *Path(home).rglob("*")] if Path(home).is_dir() else []
+    if os.getuid() != 0:
+        unreadable = [p for p in files if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0))]
+        if unreadable:
+            raise GraderError(f"{len(unreadable)} files of the stage cache {home} are not readable by you (uid "
+                              f"{os.getuid()}), e.g. {unreadable[0]}: grade as their owner, or let their owner run "
+                              f"`chmod -R a+rX {home}`")
+        return
     changed = 0
-    for p in [Path(home), *Path(home).rglob("*")] if Path(home).is_dir() else []:
+    for p in files:
         mode = p.stat().st_mode
         want = mode | (stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH) | \
             ((stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH) if p.is_dir() else 0)
