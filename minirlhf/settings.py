@@ -56,7 +56,10 @@ PRESETS = {
         world=WorldConfig(n_internet=6000),
         model=GPTConfig(n_layer=2, n_head=2, n_embd=64),
         pretrain=PretrainConfig(steps=500, batch_size=32, lr=3e-3),
-        sft=SFTConfig(epochs=5.0, batch_size=32, lr=1e-3),   # 3: SFT − base missed the ledger margin on seed 2
+        # 3 epochs: SFT − base missed the ledger margin on seed 2. 5 (19 steps): SFT refused 19–35% of the held-out
+        # harmful requests (the demonstrations refuse all), and on one machine seed 0's PPO learned never to refuse
+        # them (the careful steps of the look-alike borderline requests instead); 10: SFT 34–48%, PPO 65–75%
+        sft=SFTConfig(epochs=10.0, batch_size=32, lr=1e-3),
         # K = 9 (InstructGPT's; the default ranks 4): a tiny reward model needs many pairs per ranking to see
         # facts (seed 2: 73% of held-out pairs right with K = 6, 81% with K = 9)
         reward=RewardConfig(k=9, n_rankings=1200, epochs=5, lr=6e-4),
