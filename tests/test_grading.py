@@ -148,8 +148,10 @@ def graded(tmp_path_factory):
     csv_after_class = out.read_text()
     # a late submission: 120 cells of 0.9 s, a check handed in first, graded into the same CSV with a 30 s limit
     nbformat.write(notebook(RIGHT_PAIRS, *["import time\ntime.sleep(0.9)"] * 120), class_dir / "slow.ipynb")
+    # and one whose second cell never ends (a blocking kernel client waited for it forever)
+    nbformat.write(notebook(RIGHT_PAIRS, "while True:\n    pass"), class_dir / "endless.ipynb")
     started = time.monotonic()
-    rows = grade(class_dir, out, timeout_s=SLOW_TIMEOUT_S, verbose=True, resume=True)
+    rows = grade(class_dir, out, timeout_s=SLOW_TIMEOUT_S, verbose=True, resume=True, jobs=2)
     yield {"rows": {r["student"]: r for r in rows}, "out": out, "alive": alive, "csv_after_class": csv_after_class,
            "slow_seconds": time.monotonic() - started, "secret": secret}
     mp.undo()
@@ -231,6 +233,9 @@ def test_the_time_limit_is_the_whole_notebooks_and_what_ran_counts(graded):
     assert slow["total"] == POINTS["ranking_to_pairs"], slow["notes"]
     # a limit per cell would let 120 cells of 0.9 s run 108 s
     assert graded["slow_seconds"] < SLOW_TIMEOUT_S + 45   # + the sandbox's start and the checks
+    endless = graded["rows"]["endless"]   # interrupted at the limit, its handed-in check graded
+    assert f"timeout after {SLOW_TIMEOUT_S} s" in endless["notes"]
+    assert endless["total"] == POINTS["ranking_to_pairs"], endless["notes"]
 
 
 def test_the_csvs_have_a_row_per_student_and_the_same_labels_as_the_console(graded):

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -119,8 +120,8 @@ def _run_notebook(path: Path, timeout_s: float, student: str, isolate: bool, sta
                 # the limit runs from a ready kernel: a slow start on a busy machine costs the student nothing
                 status = _run_cells(client, nb, time.monotonic() + timeout_s, timeout_s)
                 if status != "kernel died":
-                    if status.startswith("timeout"):
-                        client.km.interrupt_kernel()   # stop the endless cell; what was handed in still counts
+                    if status.startswith("timeout"):   # what was handed in still counts
+                        _stop_running_cell(client, min(SETTLE_S, timeout_s))
                     check_deadline = time.monotonic() + timeout_s
                     client.timeout_func = None   # from here each request sets its own limit (remote.Kernel)
                     results = check_submitted(Kernel(client, lambda: check_deadline - time.monotonic()))
@@ -197,7 +198,35 @@ def _run_cells(client, nb, deadline: float, timeout_s: float) -> str:
     return "finished"
 
 
-def _kernel_manager(tmp: Path, work: Path, home: Path, env: dict) -> KernelManager:
+SETTLE_S = 5   # after a time-out, how long the cell that was running may take to end by itself
+
+
+def _stop_running_cell(client: NotebookClient, seconds: float) -> None:
+    """After a time-out: wait up to `seconds` for the running cell to end by itself (a no-op cell queued
+    behind it answers), and interrupt it only if it does not: an interrupt that reaches the kernel after its
+    cell ended, on a busy machine, hit the checks' first request instead. Then talk to the kernel through a
+    fresh client."""
+    cell = nbformat.v4.new_code_cell("pass")
+    client.nb.cells.append(cell)   # nbclient looks a cell up by its index; taken out again below
+    client.timeout, client.timeout_func = max(1, int(seconds)), None
+    try:
+        client.execute_cell(cell, len(client.nb.cells) - 1, store_history=False)
+    except CellTimeoutError:
+        run_sync(client.km.interrupt_kernel)()
+    finally:
+        client.nb.cells.remove(cell)
+    # a fresh client: nbclient leaves a timed-out cell's output reader running, and it would swallow the
+    # outputs (the answers) of every later request
+    client.kc.stop_channels()
+    client.kc = client.km.client()
+    client.kc.start_channels()
+    try:
+        run_sync(client.kc.wait_for_ready)(timeout=max(1, int(seconds)))
+    except RuntimeError:   # still busy (a cell that outlived its interrupt): the checks' requests will say so
+        pass
+
+
+def _kernel_manager(tmp: Path, work: Path, home: Path, env: dict) -> AsyncKernelManager:
     """A kernel manager whose kernel starts in a sandbox (sandbox.py) seeing `work` and, read-only, the
     package, Python and the stage cache `home` (its checksums verified now)."""
     problem = sandbox.available()
@@ -220,13 +249,15 @@ def _kernel_manager(tmp: Path, work: Path, home: Path, env: dict) -> KernelManag
     return km
 
 
-def _worker_kernel(tmp: Path, argv: list[str]) -> KernelManager:
-    """A kernel manager for a kernelspec of its own (in `tmp`) that starts the kernel with `argv`."""
+def _worker_kernel(tmp: Path, argv: list[str]) -> AsyncKernelManager:
+    """A kernel manager for a kernelspec of its own (in `tmp`) that starts the kernel with `argv`. Asynchronous,
+    as nbclient expects: a blocking one's client waits for a cell's output without its time limit, so a cell
+    that never ends would hold the grader forever."""
     kernels = tmp / "kernels" / "minirlhf-grader"
     kernels.mkdir(parents=True)
     (kernels / "kernel.json").write_text(json.dumps({
         "argv": argv, "display_name": "minirlhf grader", "language": "python", "interrupt_mode": "message"}))
-    km = KernelManager(kernel_name="minirlhf-grader",
+    km = AsyncKernelManager(kernel_name="minirlhf-grader",
                        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp / "kernels")]))
     km.connection_file = str(tmp / "connection.json")
     return km
@@ -296,7 +327,7 @@ def check_submitted(kernel: Kernel) -> list[dict]:
         results.append({"exercise": exercise, "status": verdict.status, "message": verdict.message,
                         "seconds": round(time.monotonic() - started, 2)})
         # a kernel that died, or that is still busy with a call that ran out of time, answers no more
-        if verdict.status == "timeout" or not kernel.client.km.is_alive():
+        if verdict.status == "timeout" or not run_sync(kernel.client.km.is_alive)():
             gone = {"status": verdict.status, "message": "not checked: " + verdict.message}
     return results
 

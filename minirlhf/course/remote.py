@@ -44,20 +44,27 @@ class Kernel:
             raise KernelGone("no time was left for the checks")
         cell = nbformat.v4.new_code_cell(
             f"import minirlhf.course.worker as _grader\n_grader.serve({encode(message)!r})")
-        self.client.timeout = max(1, int(left))
         start = time.monotonic()
         cells = self.client.nb.cells
-        cells.append(cell)   # nbclient looks a cell up by its index; taken out again below
-        try:
-            self.client.execute_cell(cell, len(cells) - 1, store_history=False)
-        except Exception as e:   # a time-out, a dead kernel
-            raise KernelGone(f"{type(e).__name__} after {time.monotonic() - start:.0f} s") from None
-        finally:
-            cells.remove(cell)
-        replies = [out["data"][MIME] for out in cell.outputs
-                   if out.get("output_type") == "display_data" and MIME in out.get("data", {})]
+        # twice at most: the interrupt that stopped a notebook at its time limit reaches the kernel when it
+        # does, and on a busy machine that can be inside the first request (a KeyboardInterrupt, no answer)
+        for attempt in range(2):
+            cell.outputs = []
+            self.client.timeout = max(1, int(self.seconds_left()))
+            cells.append(cell)   # nbclient looks a cell up by its index; taken out again below
+            try:
+                self.client.execute_cell(cell, len(cells) - 1, store_history=False)
+            except Exception as e:   # a time-out, a dead kernel
+                raise KernelGone(f"{type(e).__name__} after {time.monotonic() - start:.0f} s") from None
+            finally:
+                cells.remove(cell)
+            replies = [out["data"][MIME] for out in cell.outputs
+                       if out.get("output_type") == "display_data" and MIME in out.get("data", {})]
+            raised = [out.get("ename", "") for out in cell.outputs if out.get("output_type") == "error"]
+            if replies or raised != ["KeyboardInterrupt"] or self.seconds_left() <= 0:
+                break
         if not replies:
-            raise KernelGone("the kernel sent no answer")
+            raise KernelGone("the kernel sent no answer" + (f" (its cell raised {raised[0]})" if raised else ""))
         try:   # the last one: a student's function may have published a false one before it
             reply = decode(replies[-1], opaque=lambda number, type_name: proxy(self, number, type_name))
         except Exception as e:
