@@ -258,7 +258,7 @@ def _worker_kernel(tmp: Path, argv: list[str]) -> AsyncKernelManager:
     (kernels / "kernel.json").write_text(json.dumps({
         "argv": argv, "display_name": "minirlhf grader", "language": "python", "interrupt_mode": "message"}))
     km = AsyncKernelManager(kernel_name="minirlhf-grader",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp / "kernels")]))
+                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp / "kernels")]))
     km.connection_file = str(tmp / "connection.json")
     return km
 

@@ -48,7 +48,7 @@ class Kernel:
         cells = self.client.nb.cells
         # twice at most: the interrupt that stopped a notebook at its time limit reaches the kernel when it
         # does, and on a busy machine that can be inside the first request (a KeyboardInterrupt, no answer)
-        for attempt in range(2):
+        for _ in range(2):
             cell.outputs = []
             self.client.timeout = max(1, int(self.seconds_left()))
             cells.append(cell)   # nbclient looks a cell up by its index; taken out again below
