@@ -93,6 +93,30 @@ def test_rm_agreement_counts_ties_half_and_skips_gold_ties(monkeypatch):
     assert acc["accuracy_gold_by_kind"] == {"fact": 1.0}
 
 
+def test_round_two_is_judged_on_pairs_of_a_policy_answer_and_an_sft_answer(monkeypatch):
+    SCORES = {"a": 3.0, "b": 2.0, "x": 2.0, "y": 1.0}   # the old reward model loves the hacked answer "a"
+
+    def rm(ids, attn):
+        return ids[:, 0].float()
+
+    monkeypatch.setattr(lessons, "encode_dialogues", lambda tok, p, r, e: (
+        torch.tensor([[SCORES[y]] for y in r]), torch.ones(len(r), 1)))
+
+    def rankings(rows):
+        return Dataset.from_list([{"prompt": p, "kind": "fact", "responses": r, "ended": [True] * len(r), "gold": g}
+                                  for p, r, g in rows])
+
+    policy = rankings([("p", ["a", "b"], [0.2, 0.9]), ("q", ["a", "b"], [0.2, 0.9])])
+    sft = rankings([("p", ["x", "y"], [0.5, 0.9]), ("r", ["x", "y"], [0.5, 0.9])])
+    rm.device = "cpu"
+    out = lessons._against_sft(rm, None, policy, sft, ["p", "q", "r"], np.array(["fact", "fact", "arithmetic"]))
+    # on "p", by hand: (a, x) and (a, y) gold prefers the SFT answer, the RM "a": 0 and 0; (b, x) the RM ties: ½;
+    # (b, y) gold ties: no pair. "q" has no SFT answers and "r" no policy answers: nothing
+    assert out["gold"].tolist() == [[0.5, 3.0], [0.0, 0.0], [0.0, 0.0]]
+    assert out["by_kind"]["fact"].tolist() == [[0.5, 3.0], [0.0, 0.0], [0.0, 0.0]]
+    assert out["by_kind"]["arithmetic"].sum() == 0
+
+
 def test_lazy_measurements_compute_each_entry_once_and_only_when_read():
     calls = []
     lazy = lessons.Lazy(lambda key: calls.append(key) or len(calls))

@@ -116,6 +116,12 @@ RM_JUDGED_ON = {"reward": ("reward", "reward"), "round1_on_policy": ("reward", "
                 "round1_on_hacked": ("reward", "reward_round2_long_no_kl"),
                 "round2_on_hacked": ("reward_round2_long_no_kl", "reward_round2_long_no_kl"),
                 "no_harmful": ("reward_no_harmful", "reward")}   # notebook 08: on the same pairs as round 1's
+# … and on pairs of one answer of that policy and one SFT answer to the same held-out prompt: where the policy
+# went, seen from where the first comparisons were collected (a hacked policy's answers beat SFT's on the old
+# reward model, not on gold). Among the hacked policy's own answers (word salad on some seeds) gold's order
+# turns on small things (an end, a length), which one more round of rankings does not reliably teach
+RM_JUDGED_AGAINST_SFT = {f"{key}_vs_sft": RM_JUDGED_ON[key] for key in
+                         ("round1_on_policy", "round2_on_policy", "round1_on_hacked", "round2_on_hacked")}
 
 
 def train_runs(pipe, claims=None) -> None:
@@ -156,6 +162,10 @@ def measure(pipe, claims=None) -> Measurements:
                             seed).numpy().reshape(P, S)
 
     def rm(key):
+        if key in RM_JUDGED_AGAINST_SFT:
+            rm_name, comparisons_of = RM_JUDGED_AGAINST_SFT[key]
+            return _against_sft(pipe.model(rm_name), tok, pipe.artifact(comparisons_of, "comparisons_heldout"),
+                                pipe.artifact("reward", "comparisons_heldout"), prompts, np.array([r.kind for r in reqs]))
         rm_name, comparisons_of = RM_JUDGED_ON[key]
         pairs = pair_agreements(pipe.model(rm_name), tok, pipe.artifact(comparisons_of, "comparisons_heldout"))
         by_kind = {k: _per_prompt(prompts, [p for p in pairs if p["kind"] == k], "prompt", lambda p: p["gold"])
@@ -180,6 +190,34 @@ def measure(pipe, claims=None) -> Measurements:
     return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), len(docs), Lazy(gold),
                         Lazy(checkpoints), Lazy(kl), Lazy(rm), Lazy(nll), Lazy(best_of),
                         Lazy(lambda k: personas()[k]), Lazy(metrics), Lazy(stereo), rows)
+
+
+@torch.no_grad()
+def _against_sft(rm, tokenizer, policy_rankings, sft_rankings, prompts: list[str], kinds: np.ndarray) -> dict:
+    """The reward model's agreement with gold on every pair of one of a policy's held-out answers and one SFT
+    answer to the same prompt (both from held-out rankings), where gold states a preference; a reward-model
+    tie counts ½ (as reward.pair_agreements). Per prompt, (P, 2) sums and counts, overall and by kind."""
+    def scored(rankings):   # prompt -> (reward-model scores, gold scores) of all its answers
+        answers = defaultdict(lambda: ([], [], []))
+        for row in rankings.to_list():
+            for part, values in zip(answers[row["prompt"]], (row["responses"], row["ended"], row["gold"])):
+                part.extend(values)
+        out = {}
+        for prompt, (responses, ended, gold) in answers.items():
+            ids, attn = encode_dialogues(tokenizer, [prompt] * len(responses), responses, ended)
+            out[prompt] = rm(ids.to(rm.device), attn.to(rm.device)).cpu().numpy(), np.array(gold)
+        return out
+
+    policy, sft = scored(policy_rankings), scored(sft_rankings)
+    sums = np.zeros((len(prompts), 2))
+    for i, prompt in enumerate(prompts):
+        if prompt in policy and prompt in sft:
+            (s_pol, g_pol), (s_sft, g_sft) = policy[prompt], sft[prompt]
+            d_gold, d_rm = g_pol[:, None] - g_sft[None, :], s_pol[:, None] - s_sft[None, :]   # (N_policy, N_sft)
+            agree = np.where(d_rm == 0, 0.5, np.sign(d_rm) == np.sign(d_gold))
+            decisive = np.abs(d_gold) > 1e-9
+            sums[i] = agree[decisive].sum(), decisive.sum()
+    return {"gold": sums, "by_kind": {k: sums * (kinds == k)[:, None] for k in sorted(set(kinds))}}
 
 
 @torch.no_grad()
@@ -282,9 +320,11 @@ def ptx_cut(m, docs):
     return 1 - (ppl(m, "rlhf_ptx", docs) - ppl(m, "sft", docs)) / (ppl(m, "rlhf", docs) - ppl(m, "sft", docs))
 
 
-def repair(m, on: str, idx):
-    """Held-out gold accuracy of the round-2 reward model minus the round-1 one, on the answers of a policy."""
-    return ratio(m.rm[f"round2_on_{on}"]["gold"], idx) - ratio(m.rm[f"round1_on_{on}"]["gold"], idx)
+def repair(m, on: str, idx, against_sft: bool = True):
+    """Held-out gold accuracy of the round-2 reward model minus the round-1 one, on pairs of one answer of a
+    policy and one SFT answer (against_sft), or on pairs of the policy's own answers."""
+    key = "_vs_sft" if against_sft else ""
+    return ratio(m.rm[f"round2_on_{on}{key}"]["gold"], idx) - ratio(m.rm[f"round1_on_{on}{key}"]["gold"], idx)
 
 
 def best_of_gold_gain(m, idx):
@@ -451,8 +491,13 @@ CLAIMS = [
     Claim("unlabelled_kind_refused_less", "08: … and PPO against it refuses harmful requests less often than "
           "PPO against the standard one", lambda m, idx: metric_of(m, "rlhf", "harmful_refusal_rate", idx)
           - metric_of(m, "rlhf_no_harmful", "harmful_refusal_rate", idx), 0.05, ("rlhf", "rlhf_no_harmful")),
+    # stated first on pairs of the policy's own answers: it failed on fast seeds 1 and 2 (+0.076 and −0.082), where
+    # the β = 0 policy wrote word salad that gold orders by small things (RM_JUDGED_AGAINST_SFT); printed below
     Claim("round2_repairs_rm_after_hacking", "08: new rankings of the β = 0 policy's answers repair the reward "
-          "model where that policy went", lambda m, idx: repair(m, "hacked", idx), 0.05,
+          "model where that policy went (gold accuracy on pairs of one of its answers and one SFT answer)",
+          lambda m, idx: repair(m, "hacked", idx), 0.05, ("reward", "rlhf_long_no_kl", "reward_round2_long_no_kl")),
+    Claim("round2_orders_hacked_answers", "08: … its repair on pairs of the β = 0 policy's own answers (printed, no "
+          "direction taught)", lambda m, idx: repair(m, "hacked", idx, against_sft=False), None,
           ("reward", "rlhf_long_no_kl", "reward_round2_long_no_kl")),
     Claim("iterating_pays_most_where_the_policy_moved", "08: round 2 repairs the reward model more after the β = 0 "
           "run than after the ordinary RLHF run, which the KL penalty kept near the SFT answers",
