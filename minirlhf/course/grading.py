@@ -47,7 +47,7 @@ from ..pipeline.stages import default_home
 from . import sandbox
 from .checks import CASES
 from .checks.core import EXERCISES, GRADING_ENV, POINTS, judge
-from .remote import Kernel, KernelGone
+from .remote import Kernel, KernelGone, run_cell
 from .worker import MIME
 
 STATUSES = ("passed", "failed", "not implemented", "error", "timeout", "not run")
@@ -206,15 +206,11 @@ def _stop_running_cell(client: NotebookClient, seconds: float) -> None:
     behind it answers), and interrupt it only if it does not: an interrupt that reaches the kernel after its
     cell ended, on a busy machine, hit the checks' first request instead. Then talk to the kernel through a
     fresh client."""
-    cell = nbformat.v4.new_code_cell("pass")
-    client.nb.cells.append(cell)   # nbclient looks a cell up by its index; taken out again below
-    client.timeout, client.timeout_func = max(1, int(seconds)), None
+    client.timeout_func = None
     try:
-        client.execute_cell(cell, len(client.nb.cells) - 1, store_history=False)
+        run_cell(client, nbformat.v4.new_code_cell("pass"), seconds)
     except CellTimeoutError:
         run_sync(client.km.interrupt_kernel)()
-    finally:
-        client.nb.cells.remove(cell)
     # a fresh client: nbclient leaves a timed-out cell's output reader running, and it would swallow the
     # outputs (the answers) of every later request
     client.kc.stop_channels()

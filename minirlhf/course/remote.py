@@ -31,6 +31,19 @@ class KernelGone(Exception):
     """The kernel died, or gave no answer in time."""
 
 
+def run_cell(client, cell, seconds: float) -> None:
+    """Run a cell of the grader's own (not the student's) in the kernel within `seconds`: nbclient looks a
+    cell up by its index in the notebook, so it is appended, run, and taken out again. Raises what nbclient
+    raises (a time-out, a dead kernel); the cell's outputs are in `cell.outputs`."""
+    cells = client.nb.cells
+    client.timeout = max(1, int(seconds))
+    cells.append(cell)
+    try:
+        client.execute_cell(cell, len(cells) - 1, store_history=False)
+    finally:
+        cells.remove(cell)
+
+
 class Kernel:
     """Requests to `worker.serve` through a started nbclient client, each within `seconds_left()`."""
 
@@ -45,19 +58,14 @@ class Kernel:
         cell = nbformat.v4.new_code_cell(
             f"import minirlhf.course.worker as _grader\n_grader.serve({encode(message)!r})")
         start = time.monotonic()
-        cells = self.client.nb.cells
         # twice at most: the interrupt that stopped a notebook at its time limit reaches the kernel when it
         # does, and on a busy machine that can be inside the first request (a KeyboardInterrupt, no answer)
         for _ in range(2):
             cell.outputs = []
-            self.client.timeout = max(1, int(self.seconds_left()))
-            cells.append(cell)   # nbclient looks a cell up by its index; taken out again below
             try:
-                self.client.execute_cell(cell, len(cells) - 1, store_history=False)
+                run_cell(self.client, cell, self.seconds_left())
             except Exception as e:   # a time-out, a dead kernel
                 raise KernelGone(f"{type(e).__name__} after {time.monotonic() - start:.0f} s") from None
-            finally:
-                cells.remove(cell)
             replies = [out["data"][MIME] for out in cell.outputs
                        if out.get("output_type") == "display_data" and MIME in out.get("data", {})]
             raised = [out.get("ename", "") for out in cell.outputs if out.get("output_type") == "error"]
@@ -123,7 +131,6 @@ class Remote(Handle):
     def __call__(self, *args, **kwargs):
         return self._kernel.request(op="call", target=self, args=list(args), kwargs=kwargs,
                                     exercise=self._kernel.exercise)
-
 
     def __getattr__(self, name: str):
         if name.startswith("_"):   # Python's own protocols (copy, pickle, numpy) stay here

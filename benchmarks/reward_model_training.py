@@ -1,0 +1,58 @@
+"""Is the reward model held back by its training or by its size? Retrain it on the same comparisons.
+
+    python benchmarks/reward_model_training.py [--setting fast] [--seeds 0 1 2]
+
+For each seed, the reward stage is loaded from the stage cache (trained first if it is not there), and a
+reward model is trained again from the SFT model on the stage's own comparisons, once per variant of the
+setting's training (RewardConfig). The table gives its gold accuracy on its training pairs and on the
+held-out pairs (reward.pairwise_accuracy, the ledger's `rm_agrees_with_gold`). The first variant is the
+setting's own and reproduces the stage. If no variant moves held-out accuracy on every seed, and training
+accuracy is not far above it, the model is at its capacity, not short of training.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+from minirlhf.pipeline import arguments
+from minirlhf.pipeline.stages import Pipeline
+from minirlhf.reward import RewardModel, pairwise_accuracy, train_reward_model
+from minirlhf.settings import PRESETS
+from minirlhf.training import set_seed
+
+VARIANTS = {   # name -> the changes to the setting's RewardConfig
+    "the setting's own": lambda c: {},
+    "1.6 × the epochs": lambda c: {"epochs": round(1.6 * c.epochs)},
+    "2 × the epochs at half the lr": lambda c: {"epochs": 2 * c.epochs, "lr": c.lr / 2},
+    "5/3 × the lr": lambda c: {"lr": c.lr * 5 / 3},
+    "half the prompts a batch": lambda c: {"prompts_per_batch": max(1, c.prompts_per_batch // 2)},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=sorted(PRESETS), default="fast")
+    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    print(f"{'seed':>4}  {'variant':<32} {'train':>6} {'held-out':>8} {'Δ held-out':>10} {'seconds':>8}")
+    for seed in args.seeds:
+        settings, out_dir = arguments.resolve(parser, args.setting, seed, None)
+        pipe = Pipeline(settings, out_dir, None)
+        comparisons, heldout = pipe.artifact("reward", "comparisons"), pipe.artifact("reward", "comparisons_heldout")
+        sft, own = pipe.model("sft"), None
+        for name, change in VARIANTS.items():
+            cfg = replace(settings.reward, **change(settings.reward))
+            start = time.perf_counter()
+            set_seed(settings.seed)   # as the reward stage does
+            rm = RewardModel.from_language_model(sft)
+            train_reward_model(rm, pipe.tokenizer, comparisons, cfg, settings.seed)
+            train = pairwise_accuracy(rm, pipe.tokenizer, comparisons)["accuracy_gold"]
+            held = pairwise_accuracy(rm, pipe.tokenizer, heldout)["accuracy_gold"]
+            own = held if own is None else own
+            print(f"{seed:>4}  {name:<32} {train:>6.3f} {held:>8.3f} {held - own:>+10.3f} "
+                  f"{time.perf_counter() - start:>8.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
