@@ -60,15 +60,20 @@ PRESETS = {
         # harmful requests (the demonstrations refuse all), and on one machine seed 0's PPO learned never to refuse
         # them (the careful steps of the look-alike borderline requests instead); 10: SFT 34–48%, PPO 65–75%
         sft=SFTConfig(epochs=10.0, batch_size=32, lr=1e-3),
-        # K = 9 (InstructGPT's; the default ranks 4): a tiny reward model needs many pairs per ranking to see
-        # facts (seed 2: 73% of held-out pairs right with K = 6, 81% with K = 9)
+        # K = 9 (InstructGPT's largest): a tiny reward model needs many pairs per ranking to see facts (seed 2:
+        # 73% of held-out pairs right with K = 6, 81% with K = 9). More epochs do not help it: it is at its size's
+        # limit (benchmarks/reward_model_training.py)
         reward=RewardConfig(k=9, n_rankings=1200, epochs=5, lr=6e-4),
         # lr 2e-4: at 1e-4 (and 120 long steps) the β = 0 runs of notebook 06 had not over-optimised on 2 seeds of 3
         ppo=PPOConfig(steps=60, batch_size=32, minibatch_size=16, lr=2e-4, value_lr=3e-4),
         # 24 answers per held-out prompt: with 82 prompts (2 of them greetings, weighing 1/7 of the mean) and 8
         # answers, much of the standard error of a difference between two policies was the answers' own noise
         eval=EvalConfig(samples_per_prompt=24, n_heldout_docs=200)),
-    "default": Settings(name="default", frontier=False),
+    # the default reward model is short of data, not of size: on seed 0 it ordered 71% of held-out pairs as gold
+    # does with RewardConfig's K = 4, 4 epochs at 3e-4 (81% of its training pairs; facts 70%, sums 61%); with
+    # K = 9, 75%; K = 9 and 5 epochs at 6e-4, 80%; 8 epochs, 82% (facts 81%, sums 81%); 2400 rankings and 5
+    # epochs, 82% in 35% more time. Issue 9's targets (90%; 85% on facts and on sums) are not reached
+    "default": Settings(name="default", frontier=False, reward=RewardConfig(k=9, epochs=8, lr=6e-4)),
     "gpu": Settings(
         name="gpu",
         world=WorldConfig(n_internet=50000, n_demonstrations=400),
