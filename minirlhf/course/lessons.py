@@ -31,7 +31,7 @@ from ..best_of_n import kl_bound
 from ..bias import pair_preferences, stereotype_pairs
 from ..evaluate import document_nlls, response_kls, stage_metrics
 from ..frontier import kind_mean as headline_mean
-from ..labelers import PERSONAS, preference
+from ..labelers import PERSONAS, TIE, preference
 from ..labelers import disputed as is_disputed
 from ..pipeline.registry import BEST_OF_N, DPO_BETAS, FROZEN_LAYERS
 from ..reward import encode_dialogues, pair_agreements
@@ -136,7 +136,7 @@ def measure(pipe, claims=None) -> Measurements:
     st, tok = pipe.settings, pipe.tokenizer
     ev, reqs = st.eval, pipe.requests("eval")
     prompts, S, seed = [r.prompt for r in reqs], ev.samples_per_prompt, st.seed + ev.seed_offset
-    P = len(reqs)
+    P, kinds = len(reqs), np.array([r.kind for r in reqs])
     train_runs(pipe, claims)
     docs = pipe.heldout_internet_examples()
 
@@ -165,7 +165,7 @@ def measure(pipe, claims=None) -> Measurements:
         if key in RM_JUDGED_AGAINST_SFT:
             rm_name, comparisons_of = RM_JUDGED_AGAINST_SFT[key]
             return _against_sft(pipe.model(rm_name), tok, pipe.artifact(comparisons_of, "comparisons_heldout"),
-                                pipe.artifact("reward", "comparisons_heldout"), prompts, np.array([r.kind for r in reqs]))
+                                pipe.artifact("reward", "comparisons_heldout"), prompts, kinds)
         rm_name, comparisons_of = RM_JUDGED_ON[key]
         pairs = pair_agreements(pipe.model(rm_name), tok, pipe.artifact(comparisons_of, "comparisons_heldout"))
         by_kind = {k: _per_prompt(prompts, [p for p in pairs if p["kind"] == k], "prompt", lambda p: p["gold"])
@@ -187,7 +187,7 @@ def measure(pipe, claims=None) -> Measurements:
     def stereo(name):
         return pair_preferences(pipe.model(name), tok)
 
-    return Measurements(st.name, st.seed, np.array([r.kind for r in reqs]), len(docs), Lazy(gold),
+    return Measurements(st.name, st.seed, kinds, len(docs), Lazy(gold),
                         Lazy(checkpoints), Lazy(kl), Lazy(rm), Lazy(nll), Lazy(best_of),
                         Lazy(lambda k: personas()[k]), Lazy(metrics), Lazy(stereo), rows)
 
@@ -215,7 +215,7 @@ def _against_sft(rm, tokenizer, policy_rankings, sft_rankings, prompts: list[str
             (s_pol, g_pol), (s_sft, g_sft) = policy[prompt], sft[prompt]
             d_gold, d_rm = g_pol[:, None] - g_sft[None, :], s_pol[:, None] - s_sft[None, :]   # (N_policy, N_sft)
             agree = np.where(d_rm == 0, 0.5, np.sign(d_rm) == np.sign(d_gold))
-            decisive = np.abs(d_gold) > 1e-9
+            decisive = np.abs(d_gold) > TIE   # a gold tie states no preference
             sums[i] = agree[decisive].sum(), decisive.sum()
     return {"gold": sums, "by_kind": {k: sums * (kinds == k)[:, None] for k in sorted(set(kinds))}}
 
