@@ -190,9 +190,13 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF
 # held-out prompts at step 0 and LONG_CHECKPOINTS more (heldout.HeldoutCurve). The β = 0 run's fall from its
 # gold peak on fast seeds 0, 1, 2 (one AMD EPYC machine; a margin of 0.02 + 2 SE to hold) after 180 steps:
 # 0.133 0.042 0.012; 240: 0.120 0.050 0.030; 300: 0.124 0.036 0.078 (with seed 2's reward-model score falling
-# after the peak). On another machine 180 steps gave 0.033 0.054 0.120: which seed falls least is chance
-LONG_STEPS, LONG_CHECKPOINTS = 240, 6
-_long = dict(steps=lambda c: max(c.steps, LONG_STEPS))
+# after the peak). On another machine 180 steps gave 0.033 0.054 0.120: which seed falls least is chance.
+# The learning rate is at least LONG_LR: at the default setting's own 3e-5, seed 0's β = 0 run had not
+# over-optimised in 240 steps (held-out gold 0.779 → 0.912 at step 120 → 0.906); at 1e-4 it peaks at 0.881
+# (step 40) and falls to 0.527 while its reward-model score climbs 0.11 → 3.42, and the run with the penalty
+# ends at 0.912 (KL 1.5 nats). Fast's own lr (2e-4) is above it and unchanged
+LONG_STEPS, LONG_CHECKPOINTS, LONG_LR = 240, 6, 1e-4
+_long = dict(steps=lambda c: max(c.steps, LONG_STEPS), lr=lambda c: max(c.lr, LONG_LR))
 _checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
                     heldout_samples=Setting("eval.samples_per_prompt"))
 register("rlhf_long", ppo_stage, **PPO_ARGS, **_checkpoints, cfg=Setting("ppo", **_long), title="β fixed")
