@@ -6,7 +6,7 @@ answers (heldout.py) — except best-of-n's, exact for the empirical distributio
     RLOO, GRPO   along training, at their checkpoints
     DPO          across β: each β's run at its checkpoints
     best-of-n    across n
-Gao et al. (2023) describe the gold gain over the start, R(d) with d = √KL, by two forms:
+Gao et al. (2022) describe the gold gain over the start, R(d) with d = √KL, by two forms:
     best-of-n    R(d) = d (α − β d)
     RL           R(d) = d (α − β log d)
 fitted here by least squares in (α, β) (both forms are linear in them), with R² to say how well.
