@@ -193,8 +193,9 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF
 # after the peak). On another machine 180 steps gave 0.033 0.054 0.120: which seed falls least is chance.
 # The learning rate is at least LONG_LR: at the default setting's own 3e-5, seed 0's β = 0 run had not
 # over-optimised in 240 steps (held-out gold 0.779 → 0.912 at step 120 → 0.906); at 1e-4 it peaks at 0.881
-# (step 40) and falls to 0.527 while its reward-model score climbs 0.11 → 3.42, and the run with the penalty
-# ends at 0.912 (KL 1.5 nats). Fast's own lr (2e-4) is above it and unchanged
+# (step 8) and falls to 0.527 while its reward-model score climbs 0.11 → 3.42, and the run with the penalty
+# ends at 0.912 (KL 1.5 nats). Fast's own lr (2e-4) is above it and unchanged; the gpu setting's long runs
+# (its own lr 1e-5) get 1e-4 too, not yet measured on a GPU
 LONG_STEPS, LONG_CHECKPOINTS, LONG_LR = 240, 6, 1e-4
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS), lr=lambda c: max(c.lr, LONG_LR))
 _checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
