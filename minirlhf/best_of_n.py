@@ -3,7 +3,10 @@
 Nothing is trained: the reward model is used when answering, n forward passes for one answer.
 With F(y) = P(r(Y) ≤ r(y)) and F⁻(y) = P(r(Y) < r(y)) under π, best-of-n answers y with probability
 
-    π_n(y) = F(y)^n − F⁻(y)^n          (answers the reward model ties are picked among at random)
+    π_n(y) = (F(y)^n − F⁻(y)^n) · π(y) / (F(y) − F⁻(y))
+
+(the first factor is the chance that the best of n scores r(y); answers the reward model ties are picked
+among at random, in proportion to π; with no other answer at y's score it is F(y)^n − F⁻(y)^n)
 
 and its KL to π is at most log n − (n−1)/n (approached when no two answers tie and the pool is large;
 Beirami et al. 2024).
