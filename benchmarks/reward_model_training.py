@@ -25,6 +25,8 @@ VARIANTS = {   # name -> the changes to the setting's RewardConfig
     "the setting's own": lambda c: {},
     "1.6 × the epochs": lambda c: {"epochs": round(1.6 * c.epochs)},
     "2 × the epochs at half the lr": lambda c: {"epochs": 2 * c.epochs, "lr": c.lr / 2},
+    "2 × the epochs": lambda c: {"epochs": 2 * c.epochs},
+    "2/5 × the epochs at 2 × the lr": lambda c: {"epochs": max(1, round(0.4 * c.epochs)), "lr": 2 * c.lr},
     "5/3 × the lr": lambda c: {"lr": c.lr * 5 / 3},
     "half the prompts a batch": lambda c: {"prompts_per_batch": max(1, c.prompts_per_batch // 2)},
 }
