@@ -194,8 +194,10 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF
 # The learning rate is at least LONG_LR: at the default setting's own 3e-5, seed 0's β = 0 run had not
 # over-optimised in 240 steps (held-out gold 0.779 → 0.912 at step 120 → 0.906); at 1e-4 it peaks at 0.881
 # (step 8) and falls to 0.527 while its reward-model score climbs 0.11 → 3.42, and the run with the penalty
-# ends at 0.912 (KL 1.5 nats). Fast's own lr (2e-4) is above it and unchanged; the gpu setting's long runs
-# (its own lr 1e-5) get 1e-4 too, not yet measured on a GPU
+# ends at 0.912 (KL 1.5 nats), with the reward model trained 8 epochs at 6e-4. The default's better reward model
+# (20 epochs at 3e-4, f8cfa04) is harder to hack: its score climbs only −0.16 → 0.50 in 240 steps (KL 30 nats) and
+# does not go on rising after gold's peak (the README, seed 0). Fast's own lr (2e-4) is above it and unchanged;
+# the gpu setting's long runs (its own lr 1e-5) get 1e-4 too, not yet measured on a GPU
 LONG_STEPS, LONG_CHECKPOINTS, LONG_LR = 240, 6, 1e-4
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS), lr=lambda c: max(c.lr, LONG_LR))
 _checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
