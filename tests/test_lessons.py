@@ -12,6 +12,8 @@ from minirlhf.bias import stereotype_pairs
 from minirlhf.course import lessons
 from minirlhf.course.lessons import Claim, Measurements, evaluate_claims
 from minirlhf.evaluate import head_to_head
+from minirlhf.labelers import PERSONAS, preference
+from minirlhf.world import Request
 
 
 def _measurements(gold_a, gold_b, kinds, seed=0):
@@ -163,8 +165,9 @@ def test_frontier_is_read_by_linear_interpolation_along_each_curve():
                 "gold": np.array(golds, float).reshape(-1, 1, 1)}
     # PPO: the β-fixed run and the β = 0 run, their points together
     checkpoints = {"rlhf_long": run([0.0, 2.0, 4.0], [0.5, 0.7, 0.6]), "rlhf_long_no_kl": run([0.0, 10.0], [0.5, 0.4]),
-                   "rloo": run([0.0, 3.0], [0.5, 0.8]),
-                   "grpo": run([0.0, 0.5], [0.5, 0.6]),
+                   # RLOO and GRPO: a run with β fixed and a long one with β = 0, as PPO
+                   "rloo": run([0.0, 3.0], [0.5, 0.8]), "rloo_long_no_kl": run([0.0, 20.0], [0.5, 0.3]),
+                   "grpo": run([0.0, 0.5], [0.5, 0.6]), "grpo_long_no_kl": run([0.0, 0.8], [0.5, 0.9]),
                    # DPO: only each run's first (SFT) and last point count: the middle one (0.99 at KL 0.2) does not
                    "dpo": run([0.0, 0.2, 2.0], [0.5, 0.99, 0.6]),
                    **{f"dpo_beta_{b:g}": run([0.0, 10 * b], [0.5, 0.5 + b]) for b in lessons.DPO_BETAS}}
@@ -175,8 +178,10 @@ def test_frontier_is_read_by_linear_interpolation_along_each_curve():
     assert lessons.frontier_gold_at(m, "PPO", 1.0, idx) == pytest.approx(0.6)
     assert lessons.frontier_gold_at(m, "PPO", 3.0, idx) == pytest.approx(0.65)
     assert lessons.frontier_gold_at(m, "PPO", 7.0, idx) == pytest.approx(0.43)        # only the β = 0 run goes on
-    assert lessons.frontier_gold_at(m, "RLOO", 1.0, idx) == pytest.approx(0.6)
-    assert math.isnan(lessons.frontier_gold_at(m, "GRPO", 1.0, idx))               # its curve stops at KL 0.5
+    assert lessons.frontier_gold_at(m, "RLOO", 1.0, idx) == pytest.approx(0.6)        # β fixed: 0.6; β = 0: 0.49
+    assert lessons.frontier_gold_at(m, "RLOO", 10.0, idx) == pytest.approx(0.4)       # only the β = 0 run goes on
+    assert lessons.frontier_gold_at(m, "GRPO", 0.5, idx) == pytest.approx(0.75)       # β = 0's 0.75 beats 0.6
+    assert math.isnan(lessons.frontier_gold_at(m, "GRPO", 1.0, idx))               # its curves stop at KL 0.5, 0.8
     # DPO across β, points (0, 0.5), (0.1, 0.51), (0.3, 0.53), (2, 0.6), (3, 0.8), (10, 1.5): at KL 1, between 0.3 and 2
     assert lessons.frontier_gold_at(m, "DPO", 1.0, idx) == pytest.approx(0.53 + (1 - 0.3) / 1.7 * 0.07)
     assert lessons.frontier_gold_at(m, "best-of-n", 1.0, idx) == pytest.approx(0.7)
@@ -221,3 +226,42 @@ def test_bias_claims_resample_the_probes_pairs():
     # a share over n pairs: its bootstrap SE is the binomial one, √(p(1 − p)/n)
     assert base["se"] == pytest.approx(math.sqrt(base["value"] * (1 - base["value"]) / n), rel=0.25)
     assert base["holds"] and rlhf["holds"] is False   # 0.5: no preference, far below 0.65
+
+
+def test_personas_dispute_is_a_share_of_the_pairs_both_order(monkeypatch):
+    capital = Request("fact", "what is the capital of zorbia ?", "mavel", "zorbia")
+    right, reworded = "the capital of zorbia is mavel .", "mavel is the capital of zorbia ."
+    answers = [right + " you idiot .", "i do not know .", right, reworded]
+    # by hand, 6 pairs: the insult beside "i do not know" is disputed (helpful_first takes the right fact,
+    # safety_first the polite honesty); the right answer and its rewording are a tie for every persona: no
+    # order to dispute. The other 4 (either right answer against the insult, or against "i do not know") both
+    # personas order the same way: for the right answer without the insult
+    scores = {"helpful_first": dict(zip(answers, [3.0, 1.0, 2.0, 2.0])),   # its RM: right facts first, rude or not
+              "safety_first": dict(zip(answers, [0.0, 1.0, 2.0, 2.0]))}    # its RM: rudeness last
+
+    class Pipe:
+        tokenizer = None
+
+        def artifact(self, stage, name):
+            return Dataset.from_list([{"prompt": capital.prompt, "responses": answers, "ended": [True] * 4}])
+
+        def requests(self, split):
+            return [capital]
+
+        def model(self, name):
+            persona = name.removeprefix("reward_")
+
+            def rm(ids, attn):
+                return torch.tensor([scores[persona][answers[i]] for i in ids[:, 0].tolist()])
+            rm.device = "cpu"
+            return rm
+
+    monkeypatch.setattr(lessons, "encode_dialogues", lambda tok, p, r, e: (
+        torch.tensor([[answers.index(y)] for y in r]), torch.ones(len(r), 1)))
+    out = lessons._personas(Pipe(), [capital.prompt])
+    helpful, safety = PERSONAS["helpful_first"], PERSONAS["safety_first"]
+    by_hand = [(preference(helpful, capital, a, True, b, True), preference(safety, capital, a, True, b, True))
+               for i, a in enumerate(answers) for b in answers[i + 1:]]
+    assert by_hand == [(1, -1), (-1, -1), (-1, -1), (-1, -1), (-1, -1), (0, 0)]   # the personas agree with that
+    assert out["ordered"].tolist() == [5.0] and out["disputed"].tolist() == [1.0]
+    assert out["side"]["helpful_first"].tolist() == [1.0] and out["side"]["safety_first"].tolist() == [0.0]

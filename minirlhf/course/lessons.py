@@ -40,11 +40,14 @@ from ..sampling import sample_responses
 BOOTSTRAP_DRAWS = 400
 PERSONA_PAIR = ("helpful_first", "safety_first")   # notebook 08: two personas, a reward model each
 # notebook 09's frontier, read at a KL: each method's curves (PPO: its two long runs, β fixed and β = 0, each
-# along training; DPO: the end of each β's run, with SFT itself at KL 0; best-of-n across n), each ordered by KL
-# and interpolated linearly; a method's value is its best curve's
-FRONTIER_CURVES = {"PPO": ("rlhf_long", "rlhf_long_no_kl"), "RLOO": ("rloo",), "GRPO": ("grpo",),
+# along training; RLOO and GRPO: a run with β fixed and a long one with β = 0; DPO: the end of each β's run, with
+# SFT itself at KL 0; best-of-n across n), each ordered by KL and interpolated linearly; a method's value is its
+# best curve's
+FRONTIER_CURVES = {"PPO": ("rlhf_long", "rlhf_long_no_kl"), "RLOO": ("rloo", "rloo_long_no_kl"),
+                   "GRPO": ("grpo", "grpo_long_no_kl"),
                    "DPO": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS))}
-RUNS = ("base", "sft", "reward", "bon", "dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS), "rloo", "grpo", "rlhf",
+RUNS = ("base", "sft", "reward", "bon", "dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS), "rloo", "grpo",
+        "rloo_long_no_kl", "grpo_long_no_kl", "rlhf",
         "rlhf_ptx", "rlhf_fair_minded", "rlhf_frozen", "rlhf_frozen_embeddings", "reward_no_harmful",
         "rlhf_no_harmful", "rlhf_long", "rlhf_long_no_kl", "reward_round2", "reward_round2_long_no_kl",
         *(f"reward_{p}" for p in PERSONA_PAIR))
@@ -81,7 +84,7 @@ class Measurements:
                                        #                  "by_kind": {kind: same}}
     nll: dict                          # model -> (D, 2) summed loss and tokens of each held-out document
     best_of: dict                      # the "bon" stage's frontier: {"n": [n], "gold" / "kl": (len(n), P)}
-    personas: dict                     # {"pairs": (P,), "disputed": (P,), "side": {rm: (P,)}}
+    personas: dict                     # {"ordered": (P,), "disputed": (P,), "side": {rm: (P,)}}
     metrics: dict = field(default_factory=dict)   # model -> (P, len(SPLIT_METRICS)): evaluate.stage_metrics of
                                                   # each prompt's S answers (NaN where a metric does not apply)
     stereo: dict = field(default_factory=dict)    # model -> (N,) 1 where it prefers the stereotyped sentence of
@@ -222,14 +225,15 @@ def _against_sft(rm, tokenizer, policy_rankings, sft_rankings, prompts: list[str
 
 @torch.no_grad()
 def _personas(pipe, prompts: list[str]) -> dict:
-    """On the held-out pairs of SFT answers: which pairs the two personas of PERSONA_PAIR order differently
-    (noise-free), and on those, how often each persona's reward model sides with the first persona."""
+    """On the held-out pairs of SFT answers: which pairs both personas of PERSONA_PAIR order (noise-free; a pair
+    either scores as a tie states no order to dispute, as in labelers.disagreement_rate), which of those they
+    order differently, and on those, how often each persona's reward model sides with the first persona."""
     first, second = (PERSONAS[p] for p in PERSONA_PAIR)
     rows = pipe.artifact("reward", "comparisons_heldout").to_list()
     by_prompt = {r.prompt: r for r in pipe.requests("eval")}
     rms = {name: pipe.model(f"reward_{name}") for name in PERSONA_PAIR}
     where = {p: i for i, p in enumerate(prompts)}
-    pairs, disputed = np.zeros(len(prompts)), np.zeros(len(prompts))
+    ordered, disputed = np.zeros(len(prompts)), np.zeros(len(prompts))
     side = {name: np.zeros(len(prompts)) for name in rms}
     for row in rows:
         req, i = by_prompt[row["prompt"]], where[row["prompt"]]
@@ -239,12 +243,12 @@ def _personas(pipe, prompts: list[str]) -> dict:
         for a in range(len(row["responses"])):
             for b in range(a + 1, len(row["responses"])):
                 pair = (req, row["responses"][a], row["ended"][a], row["responses"][b], row["ended"][b])
-                pairs[i] += 1
+                ordered[i] += preference(first, *pair) != 0 and preference(second, *pair) != 0
                 if is_disputed(first, second, *pair):
                     disputed[i] += 1
                     for name, s in scores.items():
                         side[name][i] += (s[a] - s[b]) * preference(first, *pair) > 0
-    return {"pairs": pairs, "disputed": disputed, "side": side}
+    return {"ordered": ordered, "disputed": disputed, "side": side}
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,9 +293,11 @@ def curve(m: Measurements, run: str, key: str, idx: np.ndarray | None = None) ->
     return np.array([kind_mean(m, c[t].mean(1), idx) for t in range(len(c))])
 
 
-def gold_fall_from_peak(m, idx):
-    g = curve(m, "rlhf_long_no_kl", "gold", idx)
-    return float(g.max() - g[-1])
+def gold_fall_from_peak(run: str = "rlhf_long_no_kl"):
+    def stat(m, idx):
+        g = curve(m, run, "gold", idx)
+        return float(g.max() - g[-1])
+    return stat
 
 
 def reward_rise_after_peak(m, idx):
@@ -455,7 +461,7 @@ CLAIMS = [
     Claim("no_kl_reward_keeps_rising", "06: with β = 0 the reward-model score goes on rising after gold peaks",
           reward_rise_after_peak, 0.2, LONG),
     Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold peaks, then falls: over-optimisation",
-          gold_fall_from_peak, 0.02, LONG),
+          gold_fall_from_peak(), 0.02, LONG),
     Claim("kl_penalty_wins_at_end", "06: at the end of the long runs, β > 0 beats β = 0 on held-out gold",
           penalty_wins_at_end, 0.02, LONG),
     Claim("no_kl_drifts_further", "06: β = 0 ends several times further from SFT (KL ratio)", kl_ratio, 3.0, LONG),
@@ -465,8 +471,15 @@ CLAIMS = [
           tax_share_of_sft, None, TAX, unit="documents"),
     Claim("ptx_cuts_rlhf_tax", "07: PPO-ptx cuts RLHF's part of the tax by at least 30%", ptx_cut, 0.30, TAX,
           unit="documents"),
-    Claim("ptx_keeps_gold", "07: … while its gold stays no more than 0.02 below plain PPO's",
-          lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), -0.02, TAX),
+    Claim("ptx_beats_sft", "07: … and still beats SFT on gold: it keeps a gain from RLHF",
+          lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("sft")(m, idx), 0.02, TAX),
+    # stated first as "its gold stays no more than 0.02 below plain PPO's" (issue 9's target). It failed on every
+    # fast seed (−0.055, +0.003, −0.035 with γ_ptx 0.03; −0.023, −0.019, −0.060 with 0.01) and every default one
+    # (−0.005, −0.011, −0.020 at 0688985; −0.016 on seed 0 at f8cfa04): PPO-ptx gave up some gold on 9 of those
+    # 10 runs, and one run's training noise (a few hundredths from seed to seed) is the size of that margin. So
+    # the course teaches that it keeps a gain over SFT, and prints what it gives up against plain PPO
+    Claim("ptx_gold_change", "07: PPO-ptx's gold minus plain PPO's (printed, no bound taught)",
+          lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), None, TAX),
     Claim("base_holds_the_stereotype", "07: the base model prefers the stereotyped sentence of a pair "
           "(CrowS-Pairs-style) on at least 65% of pairs", stereotype_rate_of("base"), 0.65, ("base",), unit="pairs"),
     Claim("sft_cuts_remarks", "07: SFT, imitating demonstrations that make none, makes fewer remarks about groups "
@@ -514,12 +527,17 @@ CLAIMS = [
     *(Claim(f"{algo}_beats_sft", f"09: {title} scores higher on gold than SFT",
             lambda m, idx, algo=algo: gold_of(algo)(m, idx) - gold_of("sft")(m, idx), 0.02, ("sft", algo))
       for algo, title in (("dpo", "DPO"), ("rloo", "RLOO"), ("grpo", "GRPO"))),
+    *(Claim(f"{algo}_no_kl_gold_falls_from_peak", f"09: {title} without a KL penalty over-optimises too: in a run as "
+            "long as PPO's β = 0 one, its held-out gold peaks, then falls", gold_fall_from_peak(f"{algo}_long_no_kl"),
+            0.02, ("sft", f"{algo}_long_no_kl")) for algo, title in (("rloo", "RLOO"), ("grpo", "GRPO"))),
     Claim("best_of_n_leads_at_1_nat", "09: at a KL of 1 nat, best-of-n is ahead on gold of every trained method "
           "(PPO, DPO, RLOO, GRPO; each interpolated along its curve)", best_of_n_lead_at(1.0), 0.02, FRONTIER),
     Claim("trained_methods_spread_at_3_nats", "09: at a KL of 3 nats, the spread of the trained methods' gold "
           "(printed: no order is taught)", frontier_spread_at(3.0), None, FRONTIER),
-    Claim("personas_disagree", "08: the two personas order some pairs of answers differently",
-          lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["pairs"][idx].sum()), 0.03,
+    # stated first as a share of all held-out pairs: 0.035, 0.044, 0.052 on fast seeds 0, 1, 2 (seed 0 failed), for
+    # about half the pairs are ones a persona scores as a tie (two wrong answers, say), which no order can dispute
+    Claim("personas_disagree", "08: of the pairs of answers both personas order, they order some differently",
+          lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["ordered"][idx].sum()), 0.03,
           PERSONA_RMS),
     Claim("persona_rms_follow_their_persona", "08: on those pairs the first persona's reward model sides with it more "
           "often than the second persona's reward model does",

@@ -252,6 +252,11 @@ _group = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Up
               heldout_checkpoints=LONG_CHECKPOINTS, heldout_samples=FRONTIER_SAMPLES)
 register("rloo", rloo_stage, **_group, algorithm=True, title="RLOO")
 register("grpo", grpo_stage, **_group, algorithm=True, title="GRPO")
+# … and each without a KL penalty, as long as PPO's β = 0 run (LONG_STEPS, at LONG_LR at least): with β fixed
+# they stay within a few nats of SFT, and the frontier's curves are to span the KLs that PPO's β = 0 run reaches
+for _algo, _recipe in (("rloo", rloo_stage), ("grpo", grpo_stage)):
+    register(f"{_algo}_long_no_kl", _recipe, **{**_group, "cfg": Setting("ppo", kl_coef=0.0, **_long)},
+             title=f"{_algo.upper()}, β = 0 (no penalty)")
 # best-of-n: the policy answers with the best of 8; its frontier is exact for a pool of 32 SFT answers per
 # held-out prompt, sampled with the seed + 22 (a stream no other stage uses)
 BEST_OF_N, BEST_OF_NS, BEST_OF_POOL, BEST_OF_SEED_OFFSET = 8, (1, 2, 4, 8, 12, 16, 24, 32), 32, 22
@@ -261,5 +266,6 @@ register("bon", best_of_n_stage, seed_offset=BEST_OF_SEED_OFFSET, policy=Upstrea
          title=f"best-of-{BEST_OF_N}")
 
 # the frontier (notebook 09, frontier.py): the runs that give each algorithm's points
-FRONTIER_RUNS = {"rlhf": ("rlhf_long", "rlhf_long_no_kl"), "rloo": ("rloo",), "grpo": ("grpo",),
+FRONTIER_RUNS = {"rlhf": ("rlhf_long", "rlhf_long_no_kl"), "rloo": ("rloo", "rloo_long_no_kl"),
+                 "grpo": ("grpo", "grpo_long_no_kl"),
                  "dpo": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS)), "bon": ("bon",)}
