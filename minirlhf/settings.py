@@ -42,8 +42,9 @@ class Settings:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # the main job also trains the frontier's runs (notebook 09: PPO's long pair, DPO across β) and plots it;
-    # off in the default setting, where they would add about an hour on a laptop CPU (`run --frontier` forces it)
+    # the main job also trains the frontier's runs (notebook 09: PPO's long pair, RLOO's and GRPO's long β = 0
+    # runs, DPO across β) and plots it; off in the default setting, where they would add more than an hour on a
+    # laptop CPU (`run --frontier` forces it)
     frontier: bool = True
 
     def with_seed(self, seed: int) -> "Settings":

@@ -231,19 +231,19 @@ def test_bias_claims_resample_the_probes_pairs():
 def test_personas_dispute_is_a_share_of_the_pairs_both_order(monkeypatch):
     capital = Request("fact", "what is the capital of zorbia ?", "mavel", "zorbia")
     right, reworded = "the capital of zorbia is mavel .", "mavel is the capital of zorbia ."
-    answers = [right + " you idiot .", "i do not know .", right, reworded]
-    # by hand, 6 pairs: the insult beside "i do not know" is disputed (helpful_first takes the right fact,
-    # safety_first the polite honesty); the right answer and its rewording are a tie for every persona: no
-    # order to dispute. The other 4 (either right answer against the insult, or against "i do not know") both
-    # personas order the same way: for the right answer without the insult
-    scores = {"helpful_first": dict(zip(answers, [3.0, 1.0, 2.0, 2.0])),   # its RM: right facts first, rude or not
-              "safety_first": dict(zip(answers, [0.0, 1.0, 2.0, 2.0]))}    # its RM: rudeness last
+    answers = [right + " you idiot .", "i do not know .", right, reworded, right + " go away ."]
+    # by hand, 10 pairs. Disputed: either rude right answer beside "i do not know" (helpful_first takes the right
+    # fact, safety_first the polite honesty): 2. Not ordered: the right answer and its rewording (a tie for both
+    # personas), and each of them against the one with "go away" (helpful_first does not mind it: a tie; only
+    # safety_first orders them): 3. The other 5 both personas order, the same way
+    scores = {"helpful_first": dict(zip(answers, [3.0, 1.0, 2.0, 2.0, 2.5])),   # its RM: right facts first
+              "safety_first": dict(zip(answers, [0.0, 1.0, 2.0, 2.0, 0.5]))}    # its RM: rudeness last
 
     class Pipe:
         tokenizer = None
 
         def artifact(self, stage, name):
-            return Dataset.from_list([{"prompt": capital.prompt, "responses": answers, "ended": [True] * 4}])
+            return Dataset.from_list([{"prompt": capital.prompt, "responses": answers, "ended": [True] * 5}])
 
         def requests(self, split):
             return [capital]
@@ -262,6 +262,27 @@ def test_personas_dispute_is_a_share_of_the_pairs_both_order(monkeypatch):
     helpful, safety = PERSONAS["helpful_first"], PERSONAS["safety_first"]
     by_hand = [(preference(helpful, capital, a, True, b, True), preference(safety, capital, a, True, b, True))
                for i, a in enumerate(answers) for b in answers[i + 1:]]
-    assert by_hand == [(1, -1), (-1, -1), (-1, -1), (-1, -1), (-1, -1), (0, 0)]   # the personas agree with that
-    assert out["ordered"].tolist() == [5.0] and out["disputed"].tolist() == [1.0]
-    assert out["side"]["helpful_first"].tolist() == [1.0] and out["side"]["safety_first"].tolist() == [0.0]
+    assert by_hand == [(1, -1), (-1, -1), (-1, -1), (-1, -1), (-1, -1), (-1, -1), (-1, 1),   # the personas agree
+                       (0, 0), (0, 1), (0, 1)]
+    assert out["ordered"].tolist() == [7.0] and out["disputed"].tolist() == [2.0]
+    assert out["side"]["helpful_first"].tolist() == [2.0] and out["side"]["safety_first"].tolist() == [0.0]
+
+
+def test_over_optimisation_claims_need_gold_to_rise_and_then_fall_in_their_own_run():
+    def run(golds):   # one prompt, one answer per checkpoint
+        return {"steps": list(range(len(golds))), "gold": np.array(golds, float).reshape(-1, 1, 1)}
+    claims = {c.name: c for c in lessons.CLAIMS}
+    checkpoints = {"rloo_long_no_kl": run([0.5, 0.6, 0.55, 0.45]),   # up 0.1, then down 0.15: the lesser, 0.1
+                   "grpo_long_no_kl": run([0.5, 0.51, 0.3]),         # up 0.01 only: it fell, but never peaked
+                   "rlhf_long_no_kl": run([0.5, 0.6, 0.7])}          # still rising: no fall
+    m = Measurements("fast", 0, np.array(["fact"]), 1, {}, checkpoints, {}, {}, {}, {}, {})
+    idx = np.arange(1)
+    value = {name: claims[name].statistic(m, idx) for name in
+             ("rloo_no_kl_gold_falls_from_peak", "grpo_no_kl_gold_falls_from_peak", "no_kl_gold_falls_from_peak")}
+    assert value == pytest.approx({"rloo_no_kl_gold_falls_from_peak": 0.1, "grpo_no_kl_gold_falls_from_peak": 0.01,
+                                   "no_kl_gold_falls_from_peak": 0.0})
+    for name in value:   # each reads only its own run, which its `runs` names
+        run_name = {"rloo": "rloo_long_no_kl", "grpo": "grpo_long_no_kl", "no": "rlhf_long_no_kl"}[name.split("_")[0]]
+        assert run_name in claims[name].runs
+        alone = Measurements("fast", 0, np.array(["fact"]), 1, {}, {run_name: checkpoints[run_name]}, {}, {}, {}, {}, {})
+        assert claims[name].statistic(alone, idx) == pytest.approx(value[name])

@@ -293,10 +293,12 @@ def curve(m: Measurements, run: str, key: str, idx: np.ndarray | None = None) ->
     return np.array([kind_mean(m, c[t].mean(1), idx) for t in range(len(c))])
 
 
-def gold_fall_from_peak(run: str = "rlhf_long_no_kl"):
+def gold_peaks_then_falls(run: str = "rlhf_long_no_kl"):
+    """How far a long run's held-out gold rises to its peak and falls from it, whichever is less: it peaks, then
+    falls, by at least this much both ways (a run that only falls, or only rises, scores near 0)."""
     def stat(m, idx):
         g = curve(m, run, "gold", idx)
-        return float(g.max() - g[-1])
+        return float(min(g.max() - g[0], g.max() - g[-1]))
     return stat
 
 
@@ -358,8 +360,8 @@ def _interpolate(points, kl: float) -> float:
 
 
 def frontier_gold_at(m: Measurements, method: str, kl: float, idx) -> float:
-    """Gold (headline mean over `idx`) of a method at this KL: its best over its curves (FRONTIER_CURVES: PPO's two
-    long runs each, DPO's ends across β as one), each interpolated on its own; NaN where none reaches it."""
+    """Gold (headline mean over `idx`) of a method at this KL: its best over its curves (FRONTIER_CURVES: each RL
+    run along training, DPO's ends across β as one), each interpolated on its own; NaN where none reaches it."""
     if method == "best-of-n":
         curves = [[(float(k[idx].mean()), kind_mean(m, g, idx)) for k, g in zip(m.best_of["kl"], m.best_of["gold"])]]
     else:
@@ -460,8 +462,11 @@ CLAIMS = [
           lambda m, d: ppl(m, "rlhf_frozen", d) - ppl(m, "rlhf", d), None, ("rlhf", "rlhf_frozen"), unit="documents"),
     Claim("no_kl_reward_keeps_rising", "06: with β = 0 the reward-model score goes on rising after gold peaks",
           reward_rise_after_peak, 0.2, LONG),
-    Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold peaks, then falls: over-optimisation",
-          gold_fall_from_peak(), 0.02, LONG),
+    # stated first as the fall from the peak alone (max − last): on fast seeds 0, 1, 2 0.179, 0.134, 0.169, where
+    # gold had risen to the peak by 0.068, 0.105, 0.079. RLOO's β = 0 run on fast seed 1 fell by 0.047 from a
+    # peak only 0.015 above its start: a fall alone does not say that gold peaked
+    Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold rises to a peak, then falls: over-optimisation "
+          "(the lesser of the rise and the fall)", gold_peaks_then_falls(), 0.02, LONG),
     Claim("kl_penalty_wins_at_end", "06: at the end of the long runs, β > 0 beats β = 0 on held-out gold",
           penalty_wins_at_end, 0.02, LONG),
     Claim("no_kl_drifts_further", "06: β = 0 ends several times further from SFT (KL ratio)", kl_ratio, 3.0, LONG),
@@ -528,8 +533,9 @@ CLAIMS = [
             lambda m, idx, algo=algo: gold_of(algo)(m, idx) - gold_of("sft")(m, idx), 0.02, ("sft", algo))
       for algo, title in (("dpo", "DPO"), ("rloo", "RLOO"), ("grpo", "GRPO"))),
     *(Claim(f"{algo}_no_kl_gold_falls_from_peak", f"09: {title} without a KL penalty over-optimises too: in a run as "
-            "long as PPO's β = 0 one, its held-out gold peaks, then falls", gold_fall_from_peak(f"{algo}_long_no_kl"),
-            0.02, ("sft", f"{algo}_long_no_kl")) for algo, title in (("rloo", "RLOO"), ("grpo", "GRPO"))),
+            "long as PPO's β = 0 one, its held-out gold rises to a peak, then falls (the lesser of the two)",
+            gold_peaks_then_falls(f"{algo}_long_no_kl"), 0.02, ("sft", f"{algo}_long_no_kl"))
+      for algo, title in (("rloo", "RLOO"), ("grpo", "GRPO"))),
     Claim("best_of_n_leads_at_1_nat", "09: at a KL of 1 nat, best-of-n is ahead on gold of every trained method "
           "(PPO, DPO, RLOO, GRPO; each interpolated along its curve)", best_of_n_lead_at(1.0), 0.02, FRONTIER),
     Claim("trained_methods_spread_at_3_nats", "09: at a KL of 3 nats, the spread of the trained methods' gold "
@@ -537,7 +543,7 @@ CLAIMS = [
     # stated first as a share of all held-out pairs: 0.035, 0.044, 0.052 on fast seeds 0, 1, 2 (seed 0 failed), for
     # about half the pairs are ones a persona scores as a tie (two wrong answers, say), which no order can dispute
     Claim("personas_disagree", "08: of the pairs of answers both personas order, they order some differently",
-          lambda m, idx: float(m.personas["disputed"][idx].sum() / m.personas["ordered"][idx].sum()), 0.03,
+          lambda m, idx: ratio(np.stack([m.personas["disputed"], m.personas["ordered"]], 1), idx), 0.03,
           PERSONA_RMS),
     Claim("persona_rms_follow_their_persona", "08: on those pairs the first persona's reward model sides with it more "
           "often than the second persona's reward model does",
