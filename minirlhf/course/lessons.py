@@ -463,7 +463,7 @@ CLAIMS = [
     Claim("no_kl_reward_keeps_rising", "06: with β = 0 the reward-model score goes on rising after gold peaks",
           reward_rise_after_peak, 0.2, LONG),
     # stated first as the fall from the peak alone (max − last): on fast seeds 0, 1, 2 0.179, 0.134, 0.169, where
-    # gold had risen to the peak by 0.068, 0.105, 0.079. RLOO's β = 0 run on fast seed 1 fell by 0.047 from a
+    # gold had risen to the peak by 0.067, 0.105, 0.078. RLOO's β = 0 run on fast seed 1 fell by 0.047 from a
     # peak only 0.015 above its start: a fall alone does not say that gold peaked
     Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold rises to a peak, then falls: over-optimisation "
           "(the lesser of the rise and the fall)", gold_peaks_then_falls(), 0.02, LONG),
