@@ -84,7 +84,8 @@ PRESETS = {
     # epochs at 6e-4 74%, at 1.5e-4 75%; 40 at 3e-4 77% (benchmarks/reward_model_training.py retrains on the stage's
     # comparisons). Twice the rankings (2,400) at 10 epochs, the same number of training steps: 88%, 87%, 79% (facts
     # 87%, 91%, 78%; sums 90%, 85%, 78%), better on every seed; 20 epochs gave 87% and 82% on seeds 0 and 2 (−1.5 and
-    # +3.6 points against 10 epochs): no gain beyond seed noise, for twice the time. Issue 9's targets (90%; 85% on facts and on sums) are not reached
+    # +3.6 points against 10 epochs): no gain beyond seed noise, for twice the time. Issue 9's targets (90%; 85% on
+    # facts and on sums) are not reached
     # DPO's β = 1: at DPOConfig's 0.1 the default DPO drifted 8.7 and 5.6 nats from SFT on seeds 0 and 1 for
     # +0.061 and +0.033 of held-out gold (DPO over SFT failed the ledger on seed 0, 0.042); in the frontier's
     # sweep, β = 0.3 gave +0.123 and +0.063 (2.2 and 2.4 nats), β = 1 +0.100 and +0.097 (1.1 and 0.7 nats)
