@@ -478,13 +478,12 @@ CLAIMS = [
           unit="documents"),
     Claim("ptx_beats_sft", "07: … and still beats SFT on gold: it keeps a gain from RLHF",
           lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("sft")(m, idx), 0.02, TAX),
-    # stated first as "its gold stays no more than 0.02 below plain PPO's" (issue 9's target). It failed on every
-    # fast seed (−0.055, +0.003, −0.035 with γ_ptx 0.03; −0.023, −0.019, −0.060 with 0.01) and every default one
-    # (−0.005, −0.011, −0.020 at 0688985; −0.016 on seed 0 at f8cfa04): PPO-ptx gave up some gold on 9 of those
-    # 10 runs, and one run's training noise (a few hundredths from seed to seed) is the size of that margin. So
-    # the course teaches that it keeps a gain over SFT, and prints what it gives up against plain PPO
-    Claim("ptx_gold_change", "07: PPO-ptx's gold minus plain PPO's (printed, no bound taught)",
-          lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), None, TAX),
+    # issue 9's target. At fast's former PPO lr of 2e-4 it failed on every fast seed (−0.055, +0.003, −0.035 with
+    # γ_ptx 0.03; −0.023, −0.019, −0.060 with 0.01) and on the default seeds of 0688985 (−0.005, −0.011, −0.020) and
+    # f8cfa04 (−0.016, seed 0), so for a while it was only printed. Since fast's lr is 1e-4 (settings.py) it holds
+    # on fast seeds 0, 1, 2 (+0.006, +0.001, +0.001; SE 0.008, 0.006, 0.010) and on default seed 0 (+0.005, SE 0.008)
+    Claim("ptx_keeps_gold", "07: … while its gold stays no more than 0.02 below plain PPO's",
+          lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), -0.02, TAX),
     Claim("base_holds_the_stereotype", "07: the base model prefers the stereotyped sentence of a pair "
           "(CrowS-Pairs-style) on at least 65% of pairs", stereotype_rate_of("base"), 0.65, ("base",), unit="pairs"),
     Claim("sft_cuts_remarks", "07: SFT, imitating demonstrations that make none, makes fewer remarks about groups "

@@ -184,7 +184,7 @@ register("rlhf_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0), a
 # +0.022, +0.017 0.000 +0.030: no trend with γ. One run's training noise (about ±0.03) is the size of the
 # ledger's margin; 0.03 cuts most of the tax (93–104% of RLHF's part, 67–86% at 0.01). Since the reward model
 # ranks 2,400 prompts (5005b27): −0.055 +0.003 −0.035 at 0.03, −0.023 −0.019 −0.060 at 0.01 (the comment above
-# the ledger's ptx_gold_change: PPO-ptx now gives up a little gold on most runs)
+# the ledger's ptx_keeps_gold); at fast's lr of 1e-4 (settings.py) +0.006 +0.001 +0.001 at 0.03
 PTX_COEF = 0.03
 register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF), title="RLHF + ptx")
 # notebook 06: runs long enough to over-optimise (the settings' own PPO runs are shorter: in fast, after 60
@@ -202,8 +202,9 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF
 # at 1e-4 (held-out gold, the plain mean over answers) rose 0.747 → 0.873 at step 8 and ended at 0.845, its score
 # 0.27 → 0.52, KL 13 nats: too small a hack for notebook 06 (six ledger claims failed, round 2's among them). At
 # 3e-4 gold never rose (0.715 at step 8, 0.546 at the end); at 2e-4 it rose to 0.805 at step 8 and fell to 0.578
-# while the score climbed 0.14 → 2.04 (KL 128 nats). So LONG_LR = 2e-4: fast's own lr, so fast's long runs keep
-# their keys; the gpu setting's long runs (its own lr 1e-5) get it too, not yet measured on a GPU
+# while the score climbed 0.14 → 2.04 (KL 128 nats). So LONG_LR = 2e-4, which was fast's own lr: fast's long runs
+# kept their keys, and kept them again when fast's own lr went down to 1e-4 (settings.py); the gpu setting's long
+# runs (its own lr 1e-5) get it too, not yet measured on a GPU
 LONG_STEPS, LONG_CHECKPOINTS, LONG_LR = 240, 6, 2e-4
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS), lr=lambda c: max(c.lr, LONG_LR))
 _checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
