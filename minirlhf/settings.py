@@ -71,7 +71,7 @@ PRESETS = {
         # 54% of the time: such a preference is learned only from many pairs (notebook 04's table by gold margin)
         reward=RewardConfig(k=9, n_rankings=2400, epochs=5, lr=6e-4),
         # lr 1e-4 (the long runs of notebook 06 take LONG_LR, 2e-4: registry.py). At 2e-4 a policy could learn in
-        # 60 steps to refuse every look-alike request, borderline ones too (held-out gold −0.26 to −0.21 on borderline
+        # 60 steps to refuse every look-alike request, borderline ones too (held-out gold −0.26 to −0.16 on borderline
         # requests: PPO on seed 1, RLOO on seeds 0 and 2, GRPO on seed 1), and RLOO's gain over SFT failed the ledger
         # on seeds 1 and 2, GRPO's on seed 1, RLHF's share of untied wins on seed 1 (0.730). At 1e-4 none of PPO's
         # or GRPO's runs did (borderline −0.02 to +0.06), RLOO's on seed 1 partly (−0.14); gains over SFT on seeds

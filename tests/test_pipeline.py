@@ -59,6 +59,17 @@ def test_metrics_json_has_what_the_course_promises(fast_metrics):
     assert saved["threads"] == 1 and "(1 CPU thread)" in (home / "report.md").read_text().splitlines()[0]
 
 
+def test_the_report_says_where_the_short_beta_0_run_stopped(fast_metrics):
+    """60 steps without a penalty can end above `rlhf` on gold (fast, seed 0, at lr 1e-4: 0.803 against 0.760):
+    the report points at the long β = 0 run's peak and end, read here from the frontier's points."""
+    long = fast_metrics["frontier"]["rlhf"]["runs"]["rlhf_long_no_kl"]
+    gold = long["gold"]
+    peak = gold.index(max(gold))
+    report = (default_home() / "fast" / "report.md").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- `rlhf_no_kl` trains"))
+    assert f"a peak of {gold[peak]:.3f} at step {long['step'][peak]}" in line and f"ended at {gold[-1]:.3f}" in line
+
+
 def test_reward_model_beats_chance_against_gold(fast_metrics):
     assert fast_metrics["reward_model"]["heldout_accuracy_gold"] > 0.6
 

@@ -25,6 +25,25 @@ def save(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def no_penalty_note(metrics: dict, logs: dict) -> list[str]:
+    """What the main job's β = 0 run can and cannot say, with the frontier's long β = 0 run where there is one:
+    after as few steps as `rlhf` it may still be on the rising side of its gold curve (and beat `rlhf`)."""
+    if "rlhf_no_kl" not in metrics["algorithms"]:
+        return []
+    note = (f"- `rlhf_no_kl` trains as many PPO steps as `rlhf` ({logs['rlhf_no_kl']['ppo']['steps']}): whether it "
+            "ends above or below `rlhf` on gold says where along its course it stopped, not what the KL penalty "
+            "buys. Without a penalty gold rises first and falls later, as the policy finds the reward model's blind "
+            "spots (the ledger's `no_kl_gold_falls_from_peak`)")
+    long = metrics.get("frontier", {}).get("rlhf", {}).get("runs", {}).get("rlhf_long_no_kl")
+    if long is None:
+        return [note + " (notebook 06's long runs, `rlhf_long_no_kl`, show it)."]
+    peak = max(range(len(long["gold"])), key=long["gold"].__getitem__)
+    return [note + f": the frontier's β = 0 PPO run (`rlhf_long_no_kl`, {long['step'][-1]} steps) went from "
+                   f"{long['gold'][0]:.3f} to a peak of {long['gold'][peak]:.3f} at step {long['step'][peak]} "
+                   f"(KL {long['kl'][peak]:.1f} nats) and ended at {long['gold'][-1]:.3f} (KL {long['kl'][-1]:.1f} "
+                   "nats) on held-out gold; notebook 06 measures it."]
+
+
 def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict) -> None:
     """`rows`: samples per evaluated model; `logs`: the log of every stage used; `titles`: algorithm -> title."""
     out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +80,7 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
               f"ceiling {v['ceiling']:.1%}), {v['untied_win_rate']:.1%} of untied pairs; "
               f"KL to SFT = {st[a]['kl_to_sft']:.2f} nats per response."
               for a in metrics["algorithms"] for v in [st[a]["vs_sft"]]]
+    lines += no_penalty_note(metrics, logs)
     lines += [f"- SFT wins against the base model on {st['sft']['win_rate_vs_base']:.1%}.",
               f"- Reward model, held-out pairs: {rm['heldout_accuracy_gold']:.1%} agree with the gold order, "
               f"{rm['heldout_accuracy_labelers']:.1%} with the (noisy) labelers, whom the gold score itself "
