@@ -206,11 +206,12 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF
 # kept their keys, and kept them again when fast's own lr went down to 1e-4 (settings.py); the gpu setting's long
 # runs (its own lr 1e-5) get it too, not yet measured on a GPU
 # PPO's long pair answers at steps 4 and 2 too (8 checkpoints of 240 steps; the group runs of 60 steps have those
-# with 6): with β fixed it is 1–2.5 nats from SFT by step 8 in fast, and notebook 09's frontier reads each curve
+# with 6): with β fixed it is 1.3–2.5 nats from SFT by step 8 in fast, and notebook 09's frontier reads each curve
 # at 1 nat. With 6, PPO's curve had only a straight line from SFT to its first point there, drawn above where PPO
 # was: on fast seed 0 the line to (1.55 nats, 0.782) read 0.740 at 1 nat; steps 2 and 4 measured (0.91, 0.686)
 # and (1.13, 0.716). The training is the same (the held-out answers draw from their own random stream).
-# RLOO's and GRPO's long β = 0 runs with 8 as well changed no claim of the fast ledger: they keep 6
+# RLOO's and GRPO's long β = 0 runs with 8 as well changed no claim of the fast ledger: they keep CHECKPOINTS, as
+# every other run with a held-out curve
 LONG_STEPS, LONG_LR, CHECKPOINTS, LONG_CHECKPOINTS = 240, 2e-4, 6, 8
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS), lr=lambda c: max(c.lr, LONG_LR))
 _checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
