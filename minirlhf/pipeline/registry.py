@@ -198,7 +198,7 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF
 # (step 8) and falls to 0.527 while its reward-model score climbs 0.11 → 3.42, and the run with the penalty
 # ends at 0.912 (KL 1.5 nats), with the reward model trained 8 epochs at 6e-4. The default's better reward model
 # (20 epochs at 3e-4, f8cfa04) is harder to hack: its score climbs only −0.16 → 0.50 in 240 steps (KL 30 nats) and
-# does not go on rising after gold's peak (the README, seed 0). With 2,400 rankings (bd4a4ec) seed 0's β = 0 run
+# does not go on rising after gold's peak (the README of 6fe5662, seed 0). With 2,400 rankings (bd4a4ec) seed 0's β = 0 run
 # at 1e-4 (held-out gold, the plain mean over answers) rose 0.747 → 0.873 at step 8 and ended at 0.845, its score
 # 0.27 → 0.52, KL 13 nats: too small a hack for notebook 06 (six ledger claims failed, round 2's among them). At
 # 3e-4 gold never rose (0.715 at step 8, 0.546 at the end); at 2e-4 it rose to 0.805 at step 8 and fell to 0.578
