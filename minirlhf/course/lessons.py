@@ -537,7 +537,7 @@ CLAIMS = [
             gold_peaks_then_falls(f"{algo}_long_no_kl"), 0.02, ("sft", f"{algo}_long_no_kl"))
       for algo, title in (("rloo", "RLOO"), ("grpo", "GRPO"))),
     # stated first against every trained method, DPO too: best-of-n's lead over DPO at 1 nat was 0.019, 0.045,
-    # 0.031 on fast seeds 0–2 (SE 0.007–0.011; seeds 0 and 2 failed) and 0.108, 0.115 on default seeds 0, 1. DPO,
+    # 0.031 on fast seeds 0–2 (SE 0.007–0.011; seeds 0 and 2 failed) and 0.107, 0.115 on default seeds 0, 1. DPO,
     # which spends its KL on the same comparisons offline, comes close to reranking in fast: printed, not taught
     Claim("best_of_n_leads_rl_at_1_nat", "09: at a KL of 1 nat, best-of-n is ahead on gold of every RL method "
           "(PPO, RLOO, GRPO; each interpolated along its curve)", best_of_n_lead_at(1.0, ("PPO", "RLOO", "GRPO")),
