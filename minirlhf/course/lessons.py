@@ -376,7 +376,7 @@ def frontier_gold_at(m: Measurements, method: str, kl: float, idx) -> float:
     return float("nan") if all(np.isnan(values)) else float(np.nanmax(values))
 
 
-def best_of_n_lead_at(kl: float, methods=tuple(FRONTIER_CURVES)):
+def best_of_n_lead_at(kl: float, methods: tuple[str, ...]):
     """Best-of-n's gold at this KL minus the best of `methods`' (NaN if a curve stops short of it)."""
     def stat(m, idx):
         trained = [frontier_gold_at(m, method, kl, idx) for method in methods]
