@@ -1,6 +1,8 @@
 """The lessons ledger's arithmetic, checked against hand computations (the runs themselves are measured
 by `python -m minirlhf lessons`)."""
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +291,34 @@ def test_over_optimisation_claims_need_gold_to_rise_and_then_fall_in_their_own_r
         assert run_name in claims[name].runs
         alone = Measurements("fast", 0, np.array(["fact"]), 1, {}, {run_name: checkpoints[run_name]}, {}, {}, {}, {}, {})
         assert claims[name].statistic(alone, idx) == pytest.approx(value[name])
+
+
+def test_reruns_measure_each_seed_again_and_count_how_often_each_claim_holds(monkeypatch, tmp_path, capsys):
+    """`lessons --reruns 0 1 2`: each seed's runs trained again from other random streams (Pipeline's
+    `rerun`), each measured and saved on its own, and how often each asserted claim held, of all the runs."""
+    import minirlhf.pipeline.stages as stages
+    made = []
+
+    class Pipe:
+        def __init__(self, settings, out_dir, device=None, repair=False, rerun=0):
+            self.settings, self.out_dir, self.rerun = settings, Path(out_dir), rerun
+            made.append((settings.seed, rerun))
+
+    def results(pipe):   # "a" holds on every run, "b" only on rerun 2, "c" is printed (no verdict)
+        return [{"claim": c, "seed": pipe.settings.seed, "value": 0.1, "margin": None if c == "c" else 0.0,
+                 "se": 0.01, "n": 5, "bound": False,
+                 "holds": None if c == "c" else (c == "a" or pipe.rerun == 2)} for c in "abc"]
+
+    monkeypatch.setattr(stages, "Pipeline", Pipe)
+    monkeypatch.setattr(lessons, "measure", lambda pipe: pipe)
+    monkeypatch.setattr(lessons, "evaluate_claims", results)
+    code = lessons.main(["--setting", "fast", "--seeds", "0", "1", "--reruns", "0", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1 and made == [(0, 0), (0, 2), (1, 0), (1, 2)]
+    assert "  a " in out and " 4 of 4" in out.split("  a ")[-1].splitlines()[0]
+    assert " 2 of 4" in out.split("  b ")[-1].splitlines()[0]
+    assert "  c " not in out.split("how often")[-1]
+    assert "0/2" in out and "1/2" in out          # the table's seed/rerun column
+    saved = sorted(p.name for p in tmp_path.glob("lessons-*.json"))
+    assert saved == ["lessons-seed0-rerun2.json", "lessons-seed0.json", "lessons-seed1-rerun2.json", "lessons-seed1.json"]
+    assert {r["rerun"] for r in json.loads((tmp_path / "lessons-seed1-rerun2.json").read_text())} == {2}

@@ -1,6 +1,6 @@
 """The lessons ledger: every lesson the course teaches, as a claim measured on the registry's runs.
 
-    python -m minirlhf lessons [--setting fast|default|gpu] [--seeds 0 1 2] [--out DIR]
+    python -m minirlhf lessons [--setting fast|default|gpu] [--seeds 0 1 2] [--reruns 0] [--out DIR]
 
 A claim is a number computed from named runs (pipeline/registry.py) and a margin fixed here, in
 the source, before measuring. Its standard error (SE) comes from a paired bootstrap: the held-out
@@ -11,6 +11,12 @@ each request kind, and every model is re-measured on the same draw. A claim hold
     value − margin ≥ −2·SE         (a bound: "this measurement stays within a theoretical limit")
 
 Claims without a margin (`margin=None`) are printed for information: the course states no direction.
+
+The SE says how much a value would move with other held-out prompts and answers, not with another training
+run. A run that samples while it trains is one draw of a chaotic process: another training seed, or the same
+seed on a CPU that sums floating-point numbers in another order, gives another run. `--reruns 1 2 …` trains
+every stage of each seed again from other random streams, in the same world (pipeline/stages.py), and counts
+how often each claim holds: a lesson that holds on one run and fails on the next is not yet a lesson.
 """
 from __future__ import annotations
 
@@ -646,13 +652,16 @@ def evaluate_claims(m: Measurements, claims=CLAIMS, n_draws: int = BOOTSTRAP_DRA
 
 
 def format_table(results: list[dict]) -> str:
-    lines = [f"{'claim':<34} {'seed':>4} {'value':>8} {'margin':>8} {'SE':>7} {'n':>5}  verdict",
-             "-" * 80]
-    for r in results:
+    """One line per claim and run; a rerun other than 0 shows as seed/rerun."""
+    runs = [f"{r['seed']}" + (f"/{r['rerun']}" if r.get("rerun") else "") for r in results]
+    w = max([4, *map(len, runs)])
+    lines = [f"{'claim':<34} {'seed':>{w}} {'value':>8} {'margin':>8} {'SE':>7} {'n':>5}  verdict",
+             "-" * (76 + w)]
+    for r, run in zip(results, runs):
         margin = "" if r["margin"] is None else f"{r['margin']:>8.3f}"
         verdict = {True: "holds", False: "FAILS", None: "(info)"}[r["holds"]]
         rule = "" if r["holds"] is None else ("  (bound: v−m ≥ −2SE)" if r["bound"] else "")
-        lines.append(f"{r['claim']:<34} {r['seed']:>4} {r['value']:>8.3f} {margin:>8} {r['se']:>7.3f} "
+        lines.append(f"{r['claim']:<34} {run:>{w}} {r['value']:>8.3f} {margin:>8} {r['se']:>7.3f} "
                      f"{r['n']:>5}  {verdict}{rule}")
     return "\n".join(lines)
 
@@ -687,28 +696,43 @@ def main(argv=None) -> int:
     parser.add_argument("--setting", choices=sorted(PRESETS), default=None,
                         help="default: the environment's (MINIRLHF_SETTING, MINIRLHF_FAST) or the hardware's")
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--reruns", type=arguments.seed, nargs="+", default=[0], metavar="RERUN",
+                        help="training reruns of each seed (default: 0, the setting's own runs): the same world with "
+                             "every stage trained from other random streams, to see how far each claim moves from "
+                             "one training run to the next (each rerun trains all its runs)")
     parser.add_argument("--out", default=None, help="the stage cache (default: runs/<setting>, as `run` uses)")
     parser.add_argument("--device", type=arguments.device, default=None)
     args = parser.parse_args(argv)
     results = []
     for seed in args.seeds:
         settings, out_dir = arguments.resolve(parser, args.setting, seed, args.out)
-        pipe = Pipeline(settings, out_dir, args.device, repair=True)   # sets the CPU threads; rebuilds a damaged stage
-        print(f"[lessons] setting {pipe.settings.name!r}, seed {seed}: measuring (trains what is not cached)",
-              flush=True)
-        m = measure(pipe)
-        seed_results = evaluate_claims(m)
-        (pipe.out_dir / f"lessons-seed{seed}.json").write_text(json.dumps(seed_results, indent=1))
-        results += seed_results
+        for rerun in args.reruns:
+            # sets the CPU threads; rebuilds a damaged stage
+            pipe = Pipeline(settings, out_dir, args.device, repair=True, rerun=rerun)
+            which = f"seed {seed}" + (f", rerun {rerun}" if rerun else "")
+            print(f"[lessons] setting {pipe.settings.name!r}, {which}: measuring (trains what is not cached)",
+                  flush=True)
+            run_results = [{**r, "rerun": rerun} for r in evaluate_claims(measure(pipe))]
+            name = f"lessons-seed{seed}" + (f"-rerun{rerun}" if rerun else "")
+            (pipe.out_dir / f"{name}.json").write_text(json.dumps(run_results, indent=1))
+            results += run_results
     by_claim = defaultdict(list)
     for r in results:
         by_claim[r["claim"]].append(r)
     print(format_table([r for rs in by_claim.values() for r in rs]))
+    runs = f"seeds {' '.join(map(str, args.seeds))}" + (f", reruns {' '.join(map(str, args.reruns))}"
+                                                         if args.reruns != [0] else "")
+    if len(args.reruns) > 1:
+        print(f"\nhow often each asserted claim holds, of the {len(args.seeds) * len(args.reruns)} runs ({runs}):")
+        for claim, rs in by_claim.items():
+            judged = [r for r in rs if r["holds"] is not None]
+            if judged:
+                print(f"  {claim:<44} {sum(r['holds'] for r in judged):>3} of {len(judged)}")
     failed = sorted({r["claim"] for r in results if r["holds"] is False})
     if failed:
         print(f"\n{len(failed)} claim(s) fail: {', '.join(failed)}")
         return 1
-    print(f"\nevery claim holds on seeds {' '.join(map(str, args.seeds))}")
+    print(f"\nevery claim holds on {runs}")
     return 0
 
 

@@ -24,6 +24,9 @@ from . import cache
 from .registry import STAGES, Source
 from .threads import use_cpu_threads
 
+RERUN_STRIDE = 10_000   # a rerun's seeds lie far from the registry's seed offsets (up to a few hundred)
+
+
 def default_home() -> Path:
     """MINIRLHF_HOME, else `runs/` of the source checkout, else ~/.cache/minirlhf."""
     if os.environ.get("MINIRLHF_HOME"):
@@ -38,8 +41,12 @@ class Pipeline:
     with every stage downstream of it that no longer matches; otherwise loading it is refused, with the
     command that repairs it (cache.py)."""
 
-    def __init__(self, settings: Settings | str | None = None, out_dir=None, device=None, repair: bool = False):
+    def __init__(self, settings: Settings | str | None = None, out_dir=None, device=None, repair: bool = False,
+                 rerun: int = 0):
         self.settings = settings if isinstance(settings, Settings) else get_settings(settings)
+        if rerun < 0:
+            raise ValueError(f"a rerun is a number ≥ 0 (0: the setting's own runs), got {rerun}")
+        self.rerun = rerun
         self.out_dir = Path(out_dir) if out_dir else default_home() / self.settings.name
         cache.check_home(self.out_dir, write=False)   # a shared cache may be read-only: building needs writing
         self.repair = repair
@@ -65,9 +72,17 @@ class Pipeline:
         upstream: dict[str, str] = {}
         settings = {arg: self._describe(source, upstream) for arg, source in stage.args.items()}
         if "seed" in params:
-            settings["seed"] = self.settings.seed + stage.seed_offset
+            settings["seed"] = self.seed_of(name)
         modules = [stage.recipe.__module__] + (["minirlhf.tokenizer"] if "tokenizer" in params else [])
         return settings, upstream, modules
+
+    def seed_of(self, name: str) -> int:
+        """The seed stage `name` trains with. A rerun other than 0 is the same world (its requests and data sets)
+        with every stage trained again from other random streams: how far a result moves from one training run
+        to the next, which is also how far it may move on another machine (floating-point sums in another order
+        set off another run). Rerun 0 is the setting's own run."""
+        offset = RERUN_STRIDE * self.rerun if self.rerun and name != "world" else 0
+        return self.settings.seed + self._stage(name).seed_offset + offset
 
     def _describe(self, source, upstream: dict):
         """An argument's source as a keyable value; its upstream stages are added to `upstream`."""
@@ -99,11 +114,13 @@ class Pipeline:
     def repair_hint(self, name: str) -> str:
         """How to rebuild stage `name` of this pipeline: a command for the settings the command line can name."""
         preset = PRESETS.get(self.settings.name)
-        if preset is not None and preset.with_seed(self.settings.seed) == self.settings:
+        if preset is not None and preset.with_seed(self.settings.seed) == self.settings and not self.rerun:
             out = "" if self.out_dir == default_home() / self.settings.name else f" --out {self.out_dir}"
             return (f"Rebuild it with: python -m minirlhf repair {name} --setting {self.settings.name} "
                     f"--seed {self.settings.seed}{out}")
-        return f"Rebuild it with: Pipeline(<these settings>, {str(self.out_dir)!r}, repair=True).stage_dir({name!r})"
+        rerun = f", rerun={self.rerun}" if self.rerun else ""
+        return (f"Rebuild it with: Pipeline(<these settings>, {str(self.out_dir)!r}, repair=True{rerun})"
+                f".stage_dir({name!r})")
 
     def _folder(self, name: str) -> str:
         return self._stage(name).recipe.__name__.removesuffix("_stage")
@@ -118,7 +135,7 @@ class Pipeline:
         kwargs = {arg: self._resolve(source) for arg, source in stage.args.items()}
         # passed to every recipe that takes them; the seed is keyed, the tokenizer by its module, the
         # device and the progress bar's label (`desc`) change nothing a stage learns
-        implicit = {"tokenizer": self.tokenizer, "seed": self.settings.seed + stage.seed_offset,
+        implicit = {"tokenizer": self.tokenizer, "seed": self.seed_of(name),
                     "device": self.device, "desc": name}
         kwargs.update({k: v for k, v in implicit.items() if k in params})
         return cache.save_artifacts(tmp, stage.recipe(**kwargs))
