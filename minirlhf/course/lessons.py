@@ -488,7 +488,9 @@ CLAIMS = [
     # issue 9's target. At fast's former PPO lr of 2e-4 it failed on every fast seed (−0.055, +0.003, −0.035 with
     # γ_ptx 0.03; −0.023, −0.019, −0.060 with 0.01) and on the default seeds of 0688985 (−0.005, −0.011, −0.020) and
     # f8cfa04 (−0.016, seed 0), so for a while it was only printed. Since fast's lr is 1e-4 (settings.py) it holds
-    # on fast seeds 0, 1, 2 (+0.006, +0.001, +0.001; SE 0.008, 0.006, 0.010) and on default seed 0 (+0.005, SE 0.008)
+    # on fast seeds 0, 1, 2 (+0.006, +0.001, +0.001; SE 0.008, 0.006, 0.010) and on default seed 0 (+0.005, SE 0.008).
+    # With fast's 120 PPO steps (another machine): −0.007, +0.017, −0.007 (SE 0.007, 0.008, 0.006): seeds 0 and 2
+    # fail by a hair; γ_ptx 0.02 gave −0.005 and −0.030 there, 0.01 gave −0.020 and +0.001: noise, no trend in γ
     Claim("ptx_keeps_gold", "07: … while its gold stays no more than 0.02 below plain PPO's",
           lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), -0.02, TAX),
     Claim("base_holds_the_stereotype", "07: the base model prefers the stereotyped sentence of a pair "

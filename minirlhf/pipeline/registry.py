@@ -251,8 +251,9 @@ register("rlhf_round2", ppo_stage, cfg=Setting("ppo"), seed_offset=2 * ITERATED_
 
 # -- after InstructGPT (notebook 09): the same SFT model, comparisons and reward model, other algorithms ------
 # every curve of the frontier answers each held-out prompt as often at each checkpoint as the evaluation does (24
-# in fast, 8 in default and gpu): with 8 in fast, a β = 0 group run's rise to its gold peak had an SE of 0.012–0.015,
-# and two of four training seeds' runs of RLOO and of GRPO on seed 0 rose less than 0.02 + 2 SE (0.032–0.039)
+# in fast, 8 in default and gpu): with 8 in fast, the SE of a β = 0 group run's over-optimisation (the lesser of its
+# gold's rise and fall) was 0.012–0.015 on seed 0, and two of four training seeds' runs of RLOO, and two of GRPO,
+# failed that ledger claim there (0.032–0.039)
 FRONTIER_SAMPLES = Setting("eval.samples_per_prompt")
 _dpo = dict(policy=Upstream("sft"), reference=Upstream("sft"), comparisons=Upstream("reward", "comparisons"),
             reward_model=Upstream("reward"), heldout_requests=Requests("eval"), heldout_checkpoints=CHECKPOINTS,
