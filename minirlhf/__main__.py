@@ -2,7 +2,8 @@
 
     python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms A ...] [--frontier]
                                                                train and evaluate every stage, write a report
-    python -m minirlhf lessons [--setting S] [--seeds 0 1 2]   measure every lesson the course teaches
+    python -m minirlhf lessons [--setting S] [--seeds 0 1 2] [--reruns 0 1 2]
+                                                               measure every lesson the course teaches
     python -m minirlhf repair [STAGE ...] [--setting S]         check cached stages, rebuild damaged ones
     python -m minirlhf grade SUBMISSIONS [--timeout S]         grade a folder of exercise notebooks
     python -m minirlhf make-exercises                          regenerate exercises/ from solutions/

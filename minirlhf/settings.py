@@ -80,8 +80,9 @@ PRESETS = {
         # another run), and at 60 RLHF's share of untied wins over SFT sat on its bar (0.70 + 2 SE ≈ 0.74). Seed 0,
         # the same SFT model and reward model, four training seeds: 0.725, 0.736, 0.765, 0.708 at 60 steps (three
         # fail), 0.775, 0.766, 0.758, 0.768 at 120; gain over SFT 0.087–0.114 and 0.100–0.114. RLOO's gain on seed 1
-        # did not move with the steps (six training seeds: 0.046–0.077 at 60, 0.044–0.064 at 120: its refusals
-        # spread to the borderline requests, −0.06 to −0.22 of gold there, as its harmful ones improve)
+        # did not move with the steps (seven runs at 60, the ledger's and six training seeds: 0.046–0.077; six at
+        # 120: 0.044–0.064): its refusals spread to the borderline requests, −0.06 to −0.22 of gold there, as its
+        # harmful ones improve
         ppo=PPOConfig(steps=120, batch_size=32, minibatch_size=16, lr=1e-4, value_lr=3e-4),
         # 24 answers per held-out prompt: with 82 prompts (2 of them greetings, weighing 1/7 of the mean) and 8
         # answers, much of the standard error of a difference between two policies was the answers' own noise

@@ -1,6 +1,6 @@
 """The lessons ledger: every lesson the course teaches, as a claim measured on the registry's runs.
 
-    python -m minirlhf lessons [--setting fast|default|gpu] [--seeds 0 1 2] [--reruns 0] [--out DIR]
+    python -m minirlhf lessons [--setting fast|default|gpu] [--seeds 0 1 2] [--reruns 0 1 2] [--out DIR]
 
 A claim is a number computed from named runs (pipeline/registry.py) and a margin fixed here, in
 the source, before measuring. Its standard error (SE) comes from a paired bootstrap: the held-out
@@ -14,9 +14,10 @@ Claims without a margin (`margin=None`) are printed for information: the course 
 
 The SE says how much a value would move with other held-out prompts and answers, not with another training
 run. A run that samples while it trains is one draw of a chaotic process: another training seed, or the same
-seed on a CPU that sums floating-point numbers in another order, gives another run. `--reruns 1 2 …` trains
-every stage of each seed again from other random streams, in the same world (pipeline/stages.py), and counts
-how often each claim holds: a lesson that holds on one run and fails on the next is not yet a lesson.
+seed on a CPU that sums floating-point numbers in another order, gives another run. `--reruns 0 1 2` measures
+each seed's own runs (0) and two reruns, each trained again from other random streams in the same world, the
+base model, SFT and reward models too (pipeline/stages.py), and counts how often each claim holds: a lesson
+that holds on one run and fails on the next is not yet a lesson.
 """
 from __future__ import annotations
 
@@ -656,8 +657,9 @@ def evaluate_claims(m: Measurements, claims=CLAIMS, n_draws: int = BOOTSTRAP_DRA
 def format_table(results: list[dict]) -> str:
     """One line per claim and run; a rerun other than 0 shows as seed/rerun."""
     runs = [f"{r['seed']}" + (f"/{r['rerun']}" if r.get("rerun") else "") for r in results]
-    w = max([4, *map(len, runs)])
-    lines = [f"{'claim':<34} {'seed':>{w}} {'value':>8} {'margin':>8} {'SE':>7} {'n':>5}  verdict",
+    head = "seed/rerun" if any(r.get("rerun") for r in results) else "seed"
+    w = max([len(head), *map(len, runs)])
+    lines = [f"{'claim':<34} {head:>{w}} {'value':>8} {'margin':>8} {'SE':>7} {'n':>5}  verdict",
              "-" * (76 + w)]
     for r, run in zip(results, runs):
         margin = "" if r["margin"] is None else f"{r['margin']:>8.3f}"
@@ -690,7 +692,7 @@ def check(pipe, names: list[str]) -> list[dict]:
 
 def main(argv=None) -> int:
     from ..pipeline import arguments
-    from ..pipeline.stages import Pipeline
+    from ..pipeline.stages import RERUN_STRIDE, Pipeline
     from ..settings import PRESETS
 
     parser = argparse.ArgumentParser(prog="minirlhf lessons", description=__doc__,
@@ -698,13 +700,18 @@ def main(argv=None) -> int:
     parser.add_argument("--setting", choices=sorted(PRESETS), default=None,
                         help="default: the environment's (MINIRLHF_SETTING, MINIRLHF_FAST) or the hardware's")
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--reruns", type=arguments.seed, nargs="+", default=[0], metavar="RERUN",
+    parser.add_argument("--reruns", type=arguments.rerun, nargs="+", default=[0], metavar="RERUN",
                         help="training reruns of each seed (default: 0, the setting's own runs): the same world with "
-                             "every stage trained from other random streams, to see how far each claim moves from "
-                             "one training run to the next (each rerun trains all its runs)")
+                             "every stage trained again from other random streams, to see how far each claim moves "
+                             "from one training run to the next (each rerun trains all its runs: --reruns 0 1 2)")
     parser.add_argument("--out", default=None, help="the stage cache (default: runs/<setting>, as `run` uses)")
     parser.add_argument("--device", type=arguments.device, default=None)
     args = parser.parse_args(argv)
+    if len(set(args.reruns)) < len(args.reruns):
+        parser.error(f"--reruns {' '.join(map(str, args.reruns))}: name each rerun once")
+    if max(args.reruns) and max(args.seeds) + RERUN_STRIDE * (max(args.reruns) + 1) > arguments.MAX_SEED:
+        parser.error(f"seed {max(args.seeds)} with rerun {max(args.reruns)} takes seeds above {arguments.MAX_SEED}: "
+                     "choose a smaller seed or rerun")
     results = []
     for seed in args.seeds:
         settings, out_dir = arguments.resolve(parser, args.setting, seed, args.out)

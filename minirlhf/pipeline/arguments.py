@@ -8,7 +8,7 @@ from pathlib import Path
 from ..settings import Settings, get_settings
 from ..training import pick_device
 from .cache import check_home
-from .stages import default_home
+from .stages import RERUN_STRIDE, default_home
 from .threads import cpu_threads
 
 MAX_SEED = 2**31 - 1   # every random generator the course seeds (Python's, torch's, the world's) takes it
@@ -22,6 +22,19 @@ def seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"{value} is out of range: a seed is a whole number from 0 to {MAX_SEED}")
+    return value
+
+
+def rerun(text: str) -> int:
+    """argparse type: a rerun (Pipeline's `rerun`), a whole number from 0 whose seeds stay within MAX_SEED."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    top = MAX_SEED // RERUN_STRIDE - 1   # a rerun's seeds: the seed + RERUN_STRIDE·rerun (lessons checks the sum)
+    if not 0 <= value <= top:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: a rerun is a whole number from 0 (the setting's "
+                                         f"own runs) to {top}")
     return value
 
 

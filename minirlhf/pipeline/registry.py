@@ -184,7 +184,8 @@ register("rlhf_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0), a
 # +0.022, +0.017 0.000 +0.030: no trend with γ. One run's training noise (about ±0.03) is the size of the
 # ledger's margin; 0.03 cuts most of the tax (93–104% of RLHF's part, 67–86% at 0.01). Since the reward model
 # ranks 2,400 prompts (5005b27): −0.055 +0.003 −0.035 at 0.03, −0.023 −0.019 −0.060 at 0.01 (the comment above
-# the ledger's ptx_keeps_gold); at fast's lr of 1e-4 (settings.py) +0.006 +0.001 +0.001 at 0.03
+# the ledger's ptx_keeps_gold); at fast's lr of 1e-4 (settings.py) +0.006 +0.001 +0.001 at 0.03; with fast's 120
+# PPO steps (another machine) −0.007 +0.017 −0.007, and at 0.02 or 0.01 no better (that comment has the values)
 PTX_COEF = 0.03
 register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF), title="RLHF + ptx")
 # notebook 06: runs long enough to over-optimise (the settings' own PPO runs are shorter: in fast, after 60
@@ -214,8 +215,14 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF
 # every other run with a held-out curve
 LONG_STEPS, LONG_LR, CHECKPOINTS, LONG_CHECKPOINTS = 240, 2e-4, 6, 8
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS), lr=lambda c: max(c.lr, LONG_LR))
+# every run with a held-out curve (these and notebook 09's) answers each held-out prompt as often at each checkpoint
+# as the evaluation does (24 in fast, 8 in default and gpu). With 8 in fast for notebook 09's curves, the SE of a
+# β = 0 group run's over-optimisation (the lesser of its gold's rise and fall) was 0.012–0.015 on seed 0, and two
+# of four training seeds' runs of RLOO, and two of GRPO, failed that ledger claim there (0.032–0.039); with 24 its
+# SE there is 0.007 (RLOO) and 0.010 (GRPO), and the ledger's runs hold on seeds 0–2 (README)
+HELDOUT_SAMPLES = Setting("eval.samples_per_prompt")
 _checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
-                    heldout_samples=Setting("eval.samples_per_prompt"))
+                    heldout_samples=HELDOUT_SAMPLES)
 register("rlhf_long", ppo_stage, **PPO_ARGS, **_checkpoints, cfg=Setting("ppo", **_long), title="β fixed")
 register("rlhf_long_no_kl", ppo_stage, **PPO_ARGS, **_checkpoints, cfg=Setting("ppo", kl_coef=0.0, **_long),
          title="β = 0 (no penalty)")
@@ -250,14 +257,9 @@ register("rlhf_round2", ppo_stage, cfg=Setting("ppo"), seed_offset=2 * ITERATED_
          **{**PPO_ARGS, "policy": Upstream("rlhf"), "reward_model": Upstream("reward_round2")})
 
 # -- after InstructGPT (notebook 09): the same SFT model, comparisons and reward model, other algorithms ------
-# every curve of the frontier answers each held-out prompt as often at each checkpoint as the evaluation does (24
-# in fast, 8 in default and gpu): with 8 in fast, the SE of a β = 0 group run's over-optimisation (the lesser of its
-# gold's rise and fall) was 0.012–0.015 on seed 0, and two of four training seeds' runs of RLOO, and two of GRPO,
-# failed that ledger claim there (0.032–0.039)
-FRONTIER_SAMPLES = Setting("eval.samples_per_prompt")
 _dpo = dict(policy=Upstream("sft"), reference=Upstream("sft"), comparisons=Upstream("reward", "comparisons"),
             reward_model=Upstream("reward"), heldout_requests=Requests("eval"), heldout_checkpoints=CHECKPOINTS,
-            heldout_samples=FRONTIER_SAMPLES, max_new_tokens=Setting("eval.max_new_tokens"),
+            heldout_samples=HELDOUT_SAMPLES, max_new_tokens=Setting("eval.max_new_tokens"),
             no_end_score=Setting("ppo.no_end_score"))
 register("dpo", dpo_stage, **_dpo, cfg=Setting("dpo"), algorithm=True, title="DPO")
 DPO_BETAS = (0.01, 0.03, 0.3, 1.0)   # the frontier: DPO across β (the "dpo" stage has the setting's own, 0.1)
@@ -267,7 +269,7 @@ for _beta in DPO_BETAS:   # the frontier reads each β's end (and its start, SFT
 GROUP_SIZE = 4           # RLOO and GRPO: answers per prompt; PPO's batch of answers = batch_size / 4 prompts × 4
 _group = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Upstream("reward"),
               requests=Requests("rl"), cfg=Setting("ppo"), group_size=GROUP_SIZE, heldout_requests=Requests("eval"),
-              heldout_checkpoints=CHECKPOINTS, heldout_samples=FRONTIER_SAMPLES)
+              heldout_checkpoints=CHECKPOINTS, heldout_samples=HELDOUT_SAMPLES)
 register("rloo", rloo_stage, **_group, algorithm=True, title="RLOO")
 register("grpo", grpo_stage, **_group, algorithm=True, title="GRPO")
 # … and each without a KL penalty, as long as PPO's β = 0 run (LONG_STEPS, at LONG_LR at least): with β fixed

@@ -24,7 +24,9 @@ from . import cache
 from .registry import STAGES, Source
 from .threads import use_cpu_threads
 
-RERUN_STRIDE = 10_000   # a rerun's seeds lie far from the registry's seed offsets (up to a few hundred)
+# a rerun's seeds lie beyond every offset a stage adds to its seed: the registry's (up to 200: round 2) and the
+# recipes' own (comparisons.py's resampling rounds add up to 3,000, reward.py and heldout.py up to 10), 3,210 at most
+RERUN_STRIDE = 10_000
 
 
 def default_home() -> Path:
@@ -77,12 +79,12 @@ class Pipeline:
         return settings, upstream, modules
 
     def seed_of(self, name: str) -> int:
-        """The seed stage `name` trains with. A rerun other than 0 is the same world (its requests and data sets)
-        with every stage trained again from other random streams: how far a result moves from one training run
-        to the next, which is also how far it may move on another machine (floating-point sums in another order
-        set off another run). Rerun 0 is the setting's own run."""
-        offset = RERUN_STRIDE * self.rerun if self.rerun and name != "world" else 0
-        return self.settings.seed + self._stage(name).seed_offset + offset
+        """The seed stage `name` trains with. A rerun other than 0 is the same world (its requests and data sets
+        come from `settings.world`, which a rerun leaves alone) with every stage trained again from other random
+        streams, the base model, SFT and the reward models too: how far a result moves from one training run to
+        the next. Another machine moves it too (floating-point sums in another order set off another run), though
+        less where no stage samples while it trains. Rerun 0 is the setting's own run."""
+        return self.settings.seed + self._stage(name).seed_offset + RERUN_STRIDE * self.rerun
 
     def _describe(self, source, upstream: dict):
         """An argument's source as a keyable value; its upstream stages are added to `upstream`."""
@@ -118,9 +120,11 @@ class Pipeline:
             out = "" if self.out_dir == default_home() / self.settings.name else f" --out {self.out_dir}"
             return (f"Rebuild it with: python -m minirlhf repair {name} --setting {self.settings.name} "
                     f"--seed {self.settings.seed}{out}")
-        rerun = f", rerun={self.rerun}" if self.rerun else ""
-        return (f"Rebuild it with: Pipeline(<these settings>, {str(self.out_dir)!r}, repair=True{rerun})"
-                f".stage_dir({name!r})")
+        if self.rerun and preset is not None and preset.with_seed(self.settings.seed) == self.settings:
+            out = "" if self.out_dir == default_home() / self.settings.name else f" --out {self.out_dir}"
+            return (f"Rebuild it with: python -m minirlhf lessons --setting {self.settings.name} --seeds "
+                    f"{self.settings.seed} --reruns {self.rerun}{out} (it repairs what it reads)")
+        return f"Rebuild it with: Pipeline(<these settings>, {str(self.out_dir)!r}, repair=True).stage_dir({name!r})"
 
     def _folder(self, name: str) -> str:
         return self._stage(name).recipe.__name__.removesuffix("_stage")
