@@ -208,6 +208,9 @@ def test_a_rerun_trains_every_stage_again_in_the_same_world(tmp_path):
     assert reruns[0].seed_of("reward_round2") - reruns[0].seed_of("reward") == 2 * registry.ITERATED_SEED_OFFSET
     with pytest.raises(ValueError, match="a rerun is a number ≥ 0"):
         Pipeline(TINY, tmp_path, rerun=-1)
+    # a damaged stage of a rerun names the command that rebuilds that rerun's, not the setting's own
+    hint = Pipeline("fast", tmp_path, rerun=2).repair_hint("sft")
+    assert f"lessons --setting fast --seeds 0 --reruns 2 --out {tmp_path}" in hint
 
 
 def test_stages_that_read_the_same_things_share_one_folder(tmp_path):
