@@ -491,7 +491,8 @@ CLAIMS = [
     # f8cfa04 (−0.016, seed 0), so for a while it was only printed. Since fast's lr is 1e-4 (settings.py) it holds
     # on fast seeds 0, 1, 2 (+0.006, +0.001, +0.001; SE 0.008, 0.006, 0.010) and on default seed 0 (+0.005, SE 0.008).
     # With fast's 120 PPO steps (another machine): −0.007, +0.017, −0.007 (SE 0.007, 0.008, 0.006): seeds 0 and 2
-    # fail by a hair; γ_ptx 0.02 gave −0.005 and −0.030 there, 0.01 gave −0.020 and +0.001: noise, no trend in γ
+    # fail by a hair; γ_ptx 0.02 gave −0.005 and −0.030 there, 0.01 gave −0.020 and +0.001: noise, no trend in γ.
+    # Reruns (`--reruns 1`) of seeds 0 and 1: −0.045, −0.015: the claim held in one of five runs
     Claim("ptx_keeps_gold", "07: … while its gold stays no more than 0.02 below plain PPO's",
           lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), -0.02, TAX),
     Claim("base_holds_the_stereotype", "07: the base model prefers the stereotyped sentence of a pair "
