@@ -116,14 +116,13 @@ class Pipeline:
     def repair_hint(self, name: str) -> str:
         """How to rebuild stage `name` of this pipeline: a command for the settings the command line can name."""
         preset = PRESETS.get(self.settings.name)
-        if preset is not None and preset.with_seed(self.settings.seed) == self.settings and not self.rerun:
+        if preset is not None and preset.with_seed(self.settings.seed) == self.settings:
             out = "" if self.out_dir == default_home() / self.settings.name else f" --out {self.out_dir}"
+            if self.rerun:   # `repair` knows the setting's own runs only; the ledger repairs what it reads
+                return (f"Rebuild it with: python -m minirlhf lessons --setting {self.settings.name} --seeds "
+                        f"{self.settings.seed} --reruns {self.rerun}{out}")
             return (f"Rebuild it with: python -m minirlhf repair {name} --setting {self.settings.name} "
                     f"--seed {self.settings.seed}{out}")
-        if self.rerun and preset is not None and preset.with_seed(self.settings.seed) == self.settings:
-            out = "" if self.out_dir == default_home() / self.settings.name else f" --out {self.out_dir}"
-            return (f"Rebuild it with: python -m minirlhf lessons --setting {self.settings.name} --seeds "
-                    f"{self.settings.seed} --reruns {self.rerun}{out} (it repairs what it reads)")
         return f"Rebuild it with: Pipeline(<these settings>, {str(self.out_dir)!r}, repair=True).stage_dir({name!r})"
 
     def _folder(self, name: str) -> str:
