@@ -184,8 +184,10 @@ register("rlhf_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0), a
 # +0.022, +0.017 0.000 +0.030: no trend with γ. One run's training noise (about ±0.03) is the size of the
 # ledger's margin; 0.03 cuts most of the tax (93–104% of RLHF's part, 67–86% at 0.01). Since the reward model
 # ranks 2,400 prompts (5005b27): −0.055 +0.003 −0.035 at 0.03, −0.023 −0.019 −0.060 at 0.01 (the comment above
-# the ledger's ptx_keeps_gold); at fast's lr of 1e-4 (settings.py) +0.006 +0.001 +0.001 at 0.03; with fast's 120
-# PPO steps (another machine) −0.007 +0.017 −0.007, and at 0.02 or 0.01 no better (that comment has the values)
+# the ledger's ptx_gold_change); at fast's lr of 1e-4 (settings.py) +0.006 +0.001 +0.001 at 0.03; with fast's 120
+# PPO steps −0.007 +0.017 −0.007, at 0.02 −0.005 and −0.030 (seeds 0 and 2), at 0.01 −0.020 and +0.001: no better.
+# The term drawn from prose only, or from the internet without its answers to harmful requests, was no better
+# either (that comment has the values): the internet it pulls towards is the one whose habits RLHF trains away
 PTX_COEF = 0.03
 register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF), title="RLHF + ptx")
 # notebook 06: runs long enough to over-optimise (the settings' own PPO runs are shorter: in fast, after 60
