@@ -273,19 +273,23 @@ def test_personas_dispute_is_a_share_of_the_pairs_both_order(monkeypatch):
     assert out["side"]["helpful_first"].tolist() == [2.0] and out["side"]["safety_first"].tolist() == [0.0]
 
 
-def test_over_optimisation_claims_need_gold_to_rise_and_then_fall_in_their_own_run():
+def test_over_optimisation_claims_read_the_rise_and_the_fall_of_their_own_run():
+    """PPO's β = 0 claim (notebook 06) needs gold to rise and then fall: the lesser of the two. RLOO's and GRPO's
+    (notebook 09) assert the fall from the best checkpoint and print the rise to it."""
     def run(golds):   # one prompt, one answer per checkpoint
         return {"steps": list(range(len(golds))), "gold": np.array(golds, float).reshape(-1, 1, 1)}
     claims = {c.name: c for c in lessons.CLAIMS}
-    checkpoints = {"rloo_long_no_kl": run([0.5, 0.6, 0.55, 0.45]),   # up 0.1, then down 0.15: the lesser, 0.1
-                   "grpo_long_no_kl": run([0.5, 0.51, 0.3]),         # up 0.01 only: it fell, but never peaked
+    checkpoints = {"rloo_long_no_kl": run([0.5, 0.6, 0.55, 0.45]),   # up 0.1, then down 0.15
+                   "grpo_long_no_kl": run([0.5, 0.51, 0.3]),         # up 0.01 only, then down 0.21
                    "rlhf_long_no_kl": run([0.5, 0.6, 0.7])}          # still rising: no fall
     m = Measurements("fast", 0, np.array(["fact"]), 1, {}, checkpoints, {}, {}, {}, {}, {})
     idx = np.arange(1)
-    value = {name: claims[name].statistic(m, idx) for name in
-             ("rloo_no_kl_gold_falls_from_peak", "grpo_no_kl_gold_falls_from_peak", "no_kl_gold_falls_from_peak")}
-    assert value == pytest.approx({"rloo_no_kl_gold_falls_from_peak": 0.1, "grpo_no_kl_gold_falls_from_peak": 0.01,
-                                   "no_kl_gold_falls_from_peak": 0.0})
+    expected = {"rloo_no_kl_gold_falls_from_best": 0.15, "rloo_no_kl_gold_rise_to_best": 0.1,
+                "grpo_no_kl_gold_falls_from_best": 0.21, "grpo_no_kl_gold_rise_to_best": 0.01,
+                "no_kl_gold_falls_from_peak": 0.0}
+    value = {name: claims[name].statistic(m, idx) for name in expected}
+    assert value == pytest.approx(expected)
+    assert claims["rloo_no_kl_gold_rise_to_best"].margin is None and claims["grpo_no_kl_gold_rise_to_best"].margin is None
     for name in value:   # each reads only its own run, which its `runs` names
         run_name = {"rloo": "rloo_long_no_kl", "grpo": "grpo_long_no_kl", "no": "rlhf_long_no_kl"}[name.split("_")[0]]
         assert run_name in claims[name].runs

@@ -300,12 +300,14 @@ def curve(m: Measurements, run: str, key: str, idx: np.ndarray | None = None) ->
     return np.array([kind_mean(m, c[t].mean(1), idx) for t in range(len(c))])
 
 
-def gold_peaks_then_falls(run: str = "rlhf_long_no_kl"):
-    """How far a long run's held-out gold rises to its peak and falls from it, whichever is less: it peaks, then
-    falls, by at least this much both ways (a run that only falls, or only rises, scores near 0)."""
+def gold_peaks_then_falls(run: str = "rlhf_long_no_kl", part: str = "lesser"):
+    """How far a long run's held-out gold rises from its start to its best checkpoint ("rise"), how far it falls
+    from there to its end ("fall"), or the lesser of the two ("lesser": it peaks, then falls, by at least this
+    much both ways; a run that only falls, or only rises, scores near 0)."""
     def stat(m, idx):
         g = curve(m, run, "gold", idx)
-        return float(min(g.max() - g[0], g.max() - g[-1]))
+        rise, fall = g.max() - g[0], g.max() - g[-1]
+        return float({"rise": rise, "fall": fall, "lesser": min(rise, fall)}[part])
     return stat
 
 
@@ -495,9 +497,9 @@ CLAIMS = [
     # +0.004; on the internet without its answers to harmful requests (70% of which comply, and PPO-ptx's gold on
     # harmful requests was below PPO's in all five runs, by 0.04–0.14): −0.016, +0.003, −0.020, 0.000, −0.012. Each
     # way about −0.01 on average, a few hundredths either way from one run to the next: two PPO runs trained apart
-    # differ by as much as the margin, and the SE (over prompts and answers) does not hold that spread, so
-    # "within 0.02" holds run by run only where PPO-ptx is ahead. What the runs bear out is asserted above (the
-    # tax cut; a gain over SFT kept); this difference is printed
+    # differ by as much as the margin, and the SE (over prompts and answers) does not hold that spread, so "within
+    # 0.02" holds run by run only where PPO-ptx is ahead. What the runs bear out is asserted above (the tax cut; a
+    # gain over SFT kept); this difference is printed
     Claim("ptx_gold_change", "07: … and its gold minus plain PPO's (printed, no direction taught)",
           lambda m, idx: gold_of("rlhf_ptx")(m, idx) - gold_of("rlhf")(m, idx), None, TAX),
     Claim("base_holds_the_stereotype", "07: the base model prefers the stereotyped sentence of a pair "
@@ -547,10 +549,22 @@ CLAIMS = [
     *(Claim(f"{algo}_beats_sft", f"09: {title} scores higher on gold than SFT",
             lambda m, idx, algo=algo: gold_of(algo)(m, idx) - gold_of("sft")(m, idx), 0.02, ("sft", algo))
       for algo, title in (("dpo", "DPO"), ("rloo", "RLOO"), ("grpo", "GRPO"))),
-    *(Claim(f"{algo}_no_kl_gold_falls_from_peak", f"09: {title} without a KL penalty over-optimises too: in a run as "
-            "long as PPO's β = 0 one, its held-out gold rises to a peak, then falls (the lesser of the two)",
-            gold_peaks_then_falls(f"{algo}_long_no_kl"), 0.02, ("sft", f"{algo}_long_no_kl"))
-      for algo, title in (("rloo", "RLOO"), ("grpo", "GRPO"))),
+    # stated first as notebook 06's shape, the lesser of the rise to the peak and the fall from it (margin 0.02): on
+    # fast seeds 0, 1, 2 RLOO 0.049, 0.113, 0.062 and GRPO 0.043, 0.083, 0.046, but RLOO's reruns 1 of seeds 0 and 1
+    # 0.041, 0.033 (SE 0.011, 0.010), and on default seeds 0, 1 RLOO 0.008, 0.000 and GRPO 0.037, 0.006: gold often
+    # barely rose. The hack starts at once: in the two failing fast runs RLOO's β = 0 run got worse on one kind from
+    # its first checkpoint as it gained on others (borderline look-alikes refused, 0.88 → 0.60; harmful requests no
+    # longer refused, 0.73 → 0.47), and on default seed 1 its gold fell from step 0 (0.760 → 0.552). At lr 1e-4 (240
+    # steps) the lesser was no steadier (fast RLOO 0.037, 0.000, 0.075, 0.112; GRPO 0.051, 0.080, 0.065, 0.026: seeds
+    # 0, 1, reruns of 0, 1). What held in every run is the fall from the best checkpoint, while the score climbed
+    # (notebook 09's table): asserted; the rise before it is printed
+    *(claim for algo, title in (("rloo", "RLOO"), ("grpo", "GRPO")) for claim in (
+        Claim(f"{algo}_no_kl_gold_falls_from_best", f"09: {title} without a KL penalty over-optimises too: in a run "
+              "as long as PPO's β = 0 one, its held-out gold ends below the best it reached (the fall from there)",
+              gold_peaks_then_falls(f"{algo}_long_no_kl", "fall"), 0.02, ("sft", f"{algo}_long_no_kl")),
+        Claim(f"{algo}_no_kl_gold_rise_to_best", "09: … and how far its gold had risen to that best (printed: the "
+              "hack can start at once)", gold_peaks_then_falls(f"{algo}_long_no_kl", "rise"), None,
+              ("sft", f"{algo}_long_no_kl")))),
     # stated first against every trained method, DPO too: best-of-n's lead over DPO at 1 nat was 0.019, 0.045,
     # 0.031 on fast seeds 0–2 (SE 0.007–0.011; seeds 0 and 2 failed) and 0.107, 0.115 on default seeds 0, 1. DPO,
     # which spends its KL on the same comparisons offline, comes close to reranking in fast: printed, not taught
