@@ -14,28 +14,26 @@ from .threads import cpu_threads
 MAX_SEED = 2**31 - 1   # every random generator the course seeds (Python's, torch's, the world's) takes it
 
 
-def seed(text: str) -> int:
-    """argparse type: a seed, a whole number from 0 to MAX_SEED."""
+def _whole_number(text: str, lowest: int, highest: int, what: str) -> int:
+    """`text` as a whole number from `lowest` to `highest`, else argparse's error naming `what` it must be."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: a seed is a whole number from 0 to {MAX_SEED}")
+    if not lowest <= value <= highest:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: {what}")
     return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed, a whole number from 0 to MAX_SEED."""
+    return _whole_number(text, 0, MAX_SEED, f"a seed is a whole number from 0 to {MAX_SEED}")
 
 
 def rerun(text: str) -> int:
     """argparse type: a rerun (Pipeline's `rerun`), a whole number from 0 whose seeds stay within MAX_SEED."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     top = MAX_SEED // RERUN_STRIDE - 1   # a rerun's seeds: the seed + RERUN_STRIDE·rerun (lessons checks the sum)
-    if not 0 <= value <= top:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: a rerun is a whole number from 0 (the setting's "
-                                         f"own runs) to {top}")
-    return value
+    return _whole_number(text, 0, top, f"a rerun is a whole number from 0 (the setting's own runs) to {top}")
 
 
 def device(text: str) -> str:
