@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from datasets import Dataset
@@ -61,9 +62,20 @@ def timed(fn, repeats: int, statistic=statistics.median) -> float:
     return statistic(times)
 
 
+aten = torch.ops.aten
+# FlopCounterMode counts the GPU's attention kernels but not the CPU's (torch 2.13), which
+# F.scaled_dot_product_attention calls on the CPU: count them with PyTorch's own formulas
+CPU_ATTENTION = {
+    aten._scaled_dot_product_flash_attention_for_cpu:
+        lambda q, k, v, *_, out_shape=None, **__: flop_counter.sdpa_flop_count(q, k, v),
+    aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        lambda grad, q, k, v, *_, out_shape=None, **__: flop_counter.sdpa_backward_flop_count(grad, q, k, v),
+}
+
+
 def flops(fn) -> int:
     """Floating-point operations of one call, as PyTorch counts them (matrix products, attention)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
         fn()
     return counter.get_total_flops()
 
