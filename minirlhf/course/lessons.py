@@ -300,7 +300,7 @@ def curve(m: Measurements, run: str, key: str, idx: np.ndarray | None = None) ->
     return np.array([kind_mean(m, c[t].mean(1), idx) for t in range(len(c))])
 
 
-def gold_peaks_then_falls(run: str = "rlhf_long_no_kl", part: str = "lesser"):
+def gold_rise_and_fall(run: str = "rlhf_long_no_kl", part: str = "lesser"):
     """How far a long run's held-out gold rises from its start to its best checkpoint ("rise"), how far it falls
     from there to its end ("fall"), or the lesser of the two ("lesser": it peaks, then falls, by at least this
     much both ways; a run that only falls, or only rises, scores near 0)."""
@@ -476,7 +476,7 @@ CLAIMS = [
     # gold had risen to the peak by 0.067, 0.105, 0.078. RLOO's β = 0 run on fast seed 1 fell by 0.047 from a
     # peak only 0.015 above its start: a fall alone does not say that gold peaked
     Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold rises to a peak, then falls: over-optimisation "
-          "(the lesser of the rise and the fall)", gold_peaks_then_falls(), 0.02, LONG),
+          "(the lesser of the rise and the fall)", gold_rise_and_fall(), 0.02, LONG),
     Claim("kl_penalty_wins_at_end", "06: at the end of the long runs, β > 0 beats β = 0 on held-out gold",
           penalty_wins_at_end, 0.02, LONG),
     Claim("no_kl_drifts_further", "06: β = 0 ends several times further from SFT (KL ratio)", kl_ratio, 3.0, LONG),
@@ -561,9 +561,9 @@ CLAIMS = [
     *(claim for algo, title in (("rloo", "RLOO"), ("grpo", "GRPO")) for claim in (
         Claim(f"{algo}_no_kl_gold_falls_from_best", f"09: {title} without a KL penalty over-optimises too: in a run "
               "as long as PPO's β = 0 one, its held-out gold ends below the best it reached (the fall from there)",
-              gold_peaks_then_falls(f"{algo}_long_no_kl", "fall"), 0.02, ("sft", f"{algo}_long_no_kl")),
+              gold_rise_and_fall(f"{algo}_long_no_kl", "fall"), 0.02, ("sft", f"{algo}_long_no_kl")),
         Claim(f"{algo}_no_kl_gold_rise_to_best", "09: … and how far its gold had risen to that best (printed: the "
-              "hack can start at once)", gold_peaks_then_falls(f"{algo}_long_no_kl", "rise"), None,
+              "hack can start at once)", gold_rise_and_fall(f"{algo}_long_no_kl", "rise"), None,
               ("sft", f"{algo}_long_no_kl")))),
     # stated first against every trained method, DPO too: best-of-n's lead over DPO at 1 nat was 0.019, 0.045,
     # 0.031 on fast seeds 0–2 (SE 0.007–0.011; seeds 0 and 2 failed) and 0.107, 0.115 on default seeds 0, 1. DPO,
