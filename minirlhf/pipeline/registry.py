@@ -219,7 +219,7 @@ LONG_STEPS, LONG_LR, CHECKPOINTS, LONG_CHECKPOINTS = 240, 2e-4, 6, 8
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS), lr=lambda c: max(c.lr, LONG_LR))
 # every run with a held-out curve (these and notebook 09's) answers each held-out prompt as often at each checkpoint
 # as the evaluation does (24 in fast, 8 in default and gpu). With 8 in fast for notebook 09's curves, the SE of a
-# β = 0 group run's over-optimisation (the lesser of its gold's rise and fall) was 0.012–0.015 on seed 0, and two
+# β = 0 group run's over-optimisation (then the lesser of its gold's rise and fall) was 0.012–0.015 on seed 0, and two
 # of four training seeds' runs of RLOO, and two of GRPO, failed that ledger claim there (0.032–0.039); with 24 its
 # SE there is 0.007 (RLOO) and 0.010 (GRPO), and the ledger's runs hold on seeds 0–2 (README)
 HELDOUT_SAMPLES = Setting("eval.samples_per_prompt")
