@@ -100,7 +100,7 @@ PRESETS = {
     # facts and on sums) are not reached. Where it falls short (seed 0 of 2026-12-01, 86.4%): 11% of the decisive
     # held-out pairs differ on gold by at most 0.03, labelers order them right 52–60% of the time and the reward
     # model 50–52%; on the 48% that differ by more than 0.3, which every labeler orders right, it gets 93.8% (sums
-    # 90.5%, counting 86.7%): it misses what it was plainly shown on requests it never saw. Retrained on the stage's
+    # 90.5%, instructions 86.7%): it misses what it was plainly shown on requests it never saw. Retrained on the stage's
     # comparisons: the embeddings frozen, 83.6% after 7 epochs of 10 (with the lowest block too, 78.8%); cosine
     # decay to a tenth (InstructGPT's schedule) 87.1%, and at 6e-4 85.7%: no gain beyond seed noise
     # DPO's β = 1: at DPOConfig's 0.1 the default DPO drifted 8.7 and 5.6 nats from SFT on seeds 0 and 1 for
