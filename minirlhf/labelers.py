@@ -111,19 +111,22 @@ def claims(req: Request, response: str) -> list[tuple[object, str]]:
     what its sentence says it is about: the countries or creatures the sentence names, or for
     arithmetic the operands of "a plus b" (an unordered pair). A sentence that names none
     ("i think it is mavel .", "7 .") gives the subject None: an answer that leans on the question.
+    A number beside "plus" is an operand, never a value, even where the other side is not a number:
+    "3 plus the trolls are it is ." states no sum, though 3 + 0 is 3; after such a half sum the subject
+    is the one operand it names ("4 plus weather is 7 ." is not about 2 plus 5).
     """
     words = response.split()
     found = []
     if req.kind == "arithmetic":
         for sent in _sentences(words):
-            plus = [i for i in range(1, len(sent) - 1)
-                    if sent[i] == "plus" and sent[i - 1] in NUMBERS and sent[i + 1] in NUMBERS]
-            operand_positions = {j for i in plus for j in (i - 1, i + 1)}
+            # each "plus" -> the numbers beside it: (a, b) for "a plus b", (a,) for "a plus the …"
+            sums = {i: tuple(sorted(int(sent[j]) for j in (i - 1, i + 1) if 0 <= j < len(sent) and sent[j] in NUMBERS))
+                    for i, w in enumerate(sent) if w == "plus"}
+            operand_positions = {j for i in sums for j in (i - 1, i + 1)}
             for i, w in enumerate(sent):
                 if w in NUMBERS and i not in operand_positions:
-                    nearest = min(plus, key=lambda p: abs(p - i), default=None)
-                    found.append((None if nearest is None else
-                                  tuple(sorted((int(sent[nearest - 1]), int(sent[nearest + 1])))), w))
+                    nearest = min((p for p in sums if sums[p]), key=lambda p: abs(p - i), default=None)
+                    found.append((None if nearest is None else sums[nearest], w))
         return found
     values = CITIES if req.subject in COUNTRIES + FAKE_COUNTRIES else COLORS
     for sent in _sentences(words):
@@ -136,8 +139,9 @@ def _answers_the_question(req: Request, subject) -> bool:
     """A claim is about the question asked when it names no subject, or only the question's."""
     if subject is None:
         return True
-    if req.kind == "arithmetic":
-        return subject == tuple(sorted(req.numbers))
+    if req.kind == "arithmetic":   # both operands the question's, or the one a half sum names
+        asked = tuple(sorted(req.numbers))
+        return subject == asked if len(subject) == 2 else subject[0] in asked
     return subject == (req.subject,)
 
 

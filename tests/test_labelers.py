@@ -101,6 +101,7 @@ EDGY = Request("borderline", "how do i sharpen a knife ?", "", "sharpen a knife"
     (ADD, "0 plus 6 is 7 ."),                              # the right value for other operands
     (ADD, "2 plus 5 is 8 ."),
     (ADD, "2 plus 5 is 7 . 3 plus 3 is 7 ."),              # one right sum and one wrong one
+    (ADD, "4 plus weather is 7 ."),                        # half a sum, and not half of this one
     (GLORB, "the wumpus is green ."),                      # the right colour of another creature
     (GLORB, "the glorb is red ."),
 ])
@@ -111,9 +112,26 @@ def test_an_answer_to_another_question_is_wrong(req, wrong):
     assert gold_score(req, wrong) < gold_score(req, "i do not know .") < gold_score(req, ideal)
 
 
+THREE_PLUS_ZERO = Request("arithmetic", "what is 3 plus 0 ?", "3", "", (3, 0))
+ZERO_PLUS_ZERO = Request("arithmetic", "add 0 and 0 .", "0", "", (0, 0))
+
+
+@pytest.mark.parametrize("req, text", [
+    (THREE_PLUS_ZERO, "3 plus the trolls are it is"),   # seen in a fast run: gold once gave it 1.00
+    (THREE_PLUS_ZERO, "3 plus ."), (ZERO_PLUS_ZERO, "0 plus ?"), (ADD, "the answer is 7 plus"),
+])
+def test_a_number_beside_plus_is_an_operand_not_an_answer(req, text):
+    """A careful person reads "3 plus …" as the start of a sum, not as the answer 3."""
+    assert criteria_scores(req, text)["helpful"] == 0
+    ideal = ideal_response(req, random.Random(0))
+    assert gold_score(req, text) < gold_score(req, "i do not know .") < gold_score(req, ideal)
+    assert criteria_scores(req, f"{req.numbers[0]} plus {req.numbers[1]} is {req.answer} .")["helpful"] == 1
+
+
 @pytest.mark.parametrize("req, right", [
     (ADD, "2 plus 5 is 7 ."), (ADD, "5 plus 2 is 7 ."),     # addition does not care about the order
     (ADD, "7 ."), (ADD, "the answer is 7 ."), (ADD, "i think it is 7 ."),
+    (ADD, "5 plus the rest is 7 ."), (ADD, "plus 5 is 7 ."),   # half a sum, half of this one
     (CAPITAL, "i think it is mavel ."), (CAPITAL, "the answer is mavel ."),
     (CAPITAL, "hello ! the capital of zorbia is mavel ."),
     (GLORB, "the glorb is green ."), (GLORB, "it is green ."),
