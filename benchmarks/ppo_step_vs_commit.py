@@ -28,7 +28,7 @@ HISTORY_STEPS, TOLERANCE = 3, 1e-5
 def worker(args) -> None:
     """Run in a fresh process with PYTHONPATH set to the tree under test: time PPO steps."""
     import time
-    from dataclasses import asdict, replace
+    from dataclasses import asdict, fields, replace
 
     import torch
 
@@ -54,7 +54,9 @@ def worker(args) -> None:
         rm = RewardModel.from_language_model(policy)
         return policy, ref, rm, value_model_from_reward_model(rm)
 
-    history = train_ppo(*models(), tok, requests, replace(s.ppo, steps=HISTORY_STEPS), desc="history")
+    # the learning rates as the base commit has them: constant (a 3-step run would anneal them at once)
+    still = {"anneal_lr": False} if "anneal_lr" in {f.name for f in fields(s.ppo)} else {}
+    history = train_ppo(*models(), tok, requests, replace(s.ppo, steps=HISTORY_STEPS, **still), desc="history")
     print(json.dumps({"history": history, "ppo": asdict(s.ppo), "model": asdict(s.model),
                       "torch": torch.__version__}), flush=True)
     for line in sys.stdin:   # one timed PPO step per request, from the same fresh models: the same work each time

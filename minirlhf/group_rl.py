@@ -24,7 +24,7 @@ from .labelers import gold_score
 from .logprobs import entropy_from_logits, gather_logprobs, response_logits
 from .masks import masked_mean
 from .rollout import rollout
-from .training import check_finite, make_optimizer, set_seed
+from .training import check_finite, make_optimizer, set_lr, set_seed
 
 
 def train_group_rl(policy, ref_model, reward_model, tokenizer, requests, cfg, advantages, group_size: int,
@@ -51,6 +51,8 @@ def train_group_rl(policy, ref_model, reward_model, tokenizer, requests, cfg, ad
     beta, n_prompts = cfg.kl_coef, cfg.batch_size // group_size
     history = []
     for step in tqdm(range(cfg.steps), desc=desc, mininterval=1.0):
+        if cfg.anneal_lr:
+            set_lr(opt, ppo.linear_decay(step, cfg.steps, cfg.lr))
         batch = [requests[i] for i in torch.randint(len(requests), (n_prompts,), generator=gen)]
         batch = [r for r in batch for _ in range(group_size)]          # each prompt's G answers together
         ro = rollout(policy, ref_model, reward_model, tokenizer, [r.prompt for r in batch], cfg.max_new_tokens,

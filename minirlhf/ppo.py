@@ -91,6 +91,13 @@ def value_loss(values, old_values, returns, mask, clip: float = 0.2):
     return loss, {"value_clipfrac": clipfrac.item()}
 
 
+def linear_decay(step: int, total: int, lr: float) -> float:
+    """lr·(1 − step/total): from `lr` at the first step towards 0 at the last (CleanRL's PPO, the linear schedule of
+    TRL's trainers). Each step learns from answers the policy just sampled, so the updates never average out: at a
+    constant rate the last policy is wherever the last few noisy steps left it."""
+    return lr * (1 - step / total)
+
+
 def explained_variance(values, returns, mask) -> float:
     """1 − Var(R − V) / Var(R) over real tokens: 1 is a perfect critic, ≤ 0 a useless one."""
     var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)

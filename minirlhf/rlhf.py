@@ -28,7 +28,7 @@ from .masks import masked_mean, pad_right
 from .pretrain import document_examples
 from .reward import RewardModel
 from .rollout import Rollout, rollout
-from .training import check_finite, lm_loss, make_optimizer, set_seed
+from .training import check_finite, lm_loss, make_optimizer, set_lr, set_seed
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class PPOConfig:
     ptx_coef: float = 0.0            # InstructGPT's PPO-ptx: mix in the pretraining loss
     ptx_docs: int = 5000             # pretraining documents PPO-ptx draws from
     grad_clip: float = 1.0
+    anneal_lr: bool = True           # lr (and value_lr) fall linearly towards 0 over the steps (ppo.linear_decay)
 
 
 DEFAULT_FUNCTIONS = {"per_token_rewards": ppo.per_token_rewards, "gae": ppo.gae,
@@ -171,6 +172,9 @@ def train_ppo(policy, ref_model, reward_model, value_model, tokenizer, requests,
     history = []
     value_from_rm = starts_from(value_model, reward_model)
     for step in tqdm(range(cfg.steps), desc=desc, mininterval=1.0):
+        if cfg.anneal_lr:
+            set_lr(opt, ppo.linear_decay(step, cfg.steps, cfg.lr))
+            set_lr(value_opt, ppo.linear_decay(step, cfg.steps, cfg.value_lr))
         batch = [requests[i] for i in torch.randint(len(requests), (cfg.batch_size,), generator=gen)]
         ro = rollout(policy, ref_model, reward_model, tokenizer, [r.prompt for r in batch], cfg.max_new_tokens,
                      cfg.temperature, cfg.no_end_score, sample_gen)

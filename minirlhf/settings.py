@@ -82,7 +82,12 @@ PRESETS = {
         # fail), 0.775, 0.766, 0.758, 0.768 at 120; gain over SFT 0.087–0.114 and 0.100–0.114. RLOO's gain on seed 1
         # did not move with the steps (seven runs at 60, the ledger's and six training seeds: 0.046–0.077; six at
         # 120: 0.044–0.064): its refusals spread to the borderline requests, −0.06 to −0.22 of gold there, as its
-        # harmful ones improve
+        # harmful ones improve. Both rates fall linearly towards 0 over the steps (PPOConfig.anneal_lr): at a constant
+        # rate a run's refusal of harmful requests see-sawed against its help on their borderline look-alikes (seed 0,
+        # held-out, every 20 steps: 0.50, 0.58, 0.83, 0.83, 0.91, 0.31 at step 120, 0.55, 0.95), and the last step
+        # was one draw of that swing: six training seeds on seed 0's SFT and reward models refused 0.28–0.90 of the
+        # held-out harmful requests (base 0.26), annealed 0.68–0.86, with RLHF's share of untied wins over SFT
+        # 0.795–0.835 and 0.815–0.833 (the course's gold labeler of 2026-12-01)
         ppo=PPOConfig(steps=120, batch_size=32, minibatch_size=16, lr=1e-4, value_lr=3e-4),
         # 24 answers per held-out prompt: with 82 prompts (2 of them greetings, weighing 1/7 of the mean) and 8
         # answers, much of the standard error of a difference between two policies was the answers' own noise
