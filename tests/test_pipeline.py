@@ -216,14 +216,14 @@ def test_a_rerun_trains_every_stage_again_in_the_same_world(tmp_path):
 def test_stages_that_read_the_same_things_share_one_folder(tmp_path):
     # the same recipe with the same arguments, however they are spelled, is one stage: the β-fixed run
     # of notebook 06 without its held-out checkpoints is the main job's run in a setting whose PPO runs
-    # are as long as LONG_STEPS, at a learning rate of LONG_LR
+    # are as long as LONG_STEPS, at a constant learning rate of LONG_LR
     long = registry.STAGES["rlhf_long"]
     args = {k: v for k, v in long.args.items() if not k.startswith("heldout_")}
     registry.register("rlhf_long_unmeasured", long.recipe, **args)
     try:
         default = PRESETS["default"]
-        pipe = Pipeline(replace(default, ppo=replace(default.ppo, steps=registry.LONG_STEPS, lr=registry.LONG_LR)),
-                        tmp_path)
+        pipe = Pipeline(replace(default, ppo=replace(default.ppo, steps=registry.LONG_STEPS, lr=registry.LONG_LR,
+                                                     anneal_lr=False)), tmp_path)
         assert pipe.key("rlhf_long_unmeasured") == pipe.key("rlhf")
         assert pipe.key("rlhf_long") != pipe.key("rlhf")    # the checkpoints are part of what it makes
     finally:
