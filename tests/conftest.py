@@ -18,6 +18,20 @@ def tok():
 
 
 @pytest.fixture
+def optimizer_rates(monkeypatch) -> dict:
+    """Spy on AdamW.step: the learning rate each optimizer had at each of its steps, one list per optimizer, in
+    the order the optimizers first stepped."""
+    seen = {}
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.setdefault(id(self), []).append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    return seen
+
+
+@pytest.fixture
 def tiny_gpt(tok):
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
