@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import SavesPretrained
+from .packing import pack, unpack
 
 
 @dataclass
@@ -46,13 +47,16 @@ def default_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 def attention_allowed(key_mask: torch.Tensor, T: int) -> torch.Tensor:
     """(B, 1, T, S) bool: which keys each of the last T queries may attend to; key_mask (B, S).
 
-    Query i sits at column S - T + i: it sees earlier keys that are not padding, and always itself
-    (so a padding query attends to something and softmax never sees an empty row).
+    key_mask is 0 on padding and otherwise the sequence a token belongs to: 1 in a padded batch, 1, 2, …
+    in a packed row (packing.py). Query i sits at column S - T + i: it sees the earlier keys of its own
+    sequence, and always itself (so a padding query attends to something and softmax never sees an
+    empty row).
     """
     S = key_mask.shape[1]
     qpos = torch.arange(S - T, S, device=key_mask.device)[:, None]
     kpos = torch.arange(S, device=key_mask.device)[None, :]
-    allowed = ((kpos <= qpos)[None] & key_mask[:, None, :].bool()) | (kpos == qpos)[None]
+    same = (key_mask[:, None, :] == key_mask[:, S - T:, None]) & (key_mask[:, None, :] != 0)   # (B, T, S)
+    allowed = ((kpos <= qpos)[None] & same) | (kpos == qpos)[None]
     return allowed[:, None]
 
 
@@ -150,7 +154,9 @@ class GPT(SavesPretrained, nn.Module):
         """Last-layer states (B, T, C) and the cache (None without one), to which the new tokens' keys
         and values are added.
 
-        `attention_mask` is (B, S): 1 for real tokens, 0 for padding, over cached and new tokens.
+        `attention_mask` is (B, S): 1 for real tokens, 0 for padding, over cached and new tokens. A padded
+        batch without a cache is packed first (packing.py: the same outputs up to rounding, for the
+        compute of its real tokens only); its states come back in the padded layout, 0 on padding.
         """
         B, T = input_ids.shape
         past_len = 0 if cache is None else cache.length
@@ -159,6 +165,11 @@ class GPT(SavesPretrained, nn.Module):
         if attention_mask.shape != (B, past_len + T):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
                              f"{(B, past_len + T)} (batch, cached + new tokens)")
+        real = attention_mask.bool()
+        if cache is None and position_ids is None and not real.all() and real.any(1).all():
+            p = pack(input_ids, attention_mask)
+            h, _ = self.hidden_states(p.input_ids, p.segments, p.position_ids)
+            return unpack(h, p), None
         if position_ids is None:
             position_ids = default_position_ids(attention_mask)[:, past_len:]
         if past_len + T > self.config.block_size or int(position_ids.max()) >= self.config.block_size:
