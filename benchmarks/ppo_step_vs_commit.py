@@ -1,10 +1,14 @@
 """Benchmark: one PPO step of this checkout against the same step at an earlier commit. Prints a table.
 
     python benchmarks/ppo_step_vs_commit.py [--base 9fbc30e] [--setting default] [--steps 10] [--threads 1]
+                                            [--models trained|fresh]
 
 Both versions get identical work: the same PPOConfig and model size (the setting's), the same
-vocabulary and prompts (this checkout's world), models initialised from the same seed; every timed
-step starts from those same fresh models. The base commit is checked out into a temporary git
+vocabulary and prompts (this checkout's world), and the same models: by default the setting's seed-0
+SFT model (policy and reference) and reward model (the value model starts from it), from this
+checkout's stage cache (trained first if missing: for the default setting about 30 min on one core),
+so that the responses end as a real run's do and are as ragged; with `--models fresh`, models
+initialised from one seed, whose responses rarely end. Every timed step starts from those same models. The base commit is checked out into a temporary git
 worktree, each version runs in a process of its own, and the two take turns step by step (base,
 this, base, this, ...), so that a machine getting busier or quieter hits both alike. The first 3
 steps' logs must agree (|Δ| ≤ 1e-5 on every quantity both versions log, gold scores aside: the labeler
@@ -46,12 +50,22 @@ def worker(args) -> None:
     requests = [Request(kind, prompt, answer, subject, tuple(numbers))
                 for kind, prompt, answer, subject, numbers in work["requests"]]
 
+    weights = None
+    if work.get("weights"):
+        from safetensors.torch import load_file
+        weights = load_file(work["weights"])
+        s = replace(s, model=replace(s.model, **work["model"]))
+
     def models():
         torch.manual_seed(0)
-        policy = GPT(replace(s.model, vocab_size=len(tok)))
+        policy = GPT(replace(s.model, vocab_size=len(tok)) if weights is None else s.model)
         ref = GPT(policy.config)
+        rm = RewardModel.from_language_model(policy) if weights is None else RewardModel(policy.config)
+        if weights is not None:
+            for model, name in ((policy, "sft"), (ref, "sft"), (rm, "reward")):
+                model.load_state_dict({k.split(".", 1)[1]: v for k, v in weights.items()
+                                       if k.startswith(name + ".")})
         ref.load_state_dict(policy.state_dict())
-        rm = RewardModel.from_language_model(policy)
         return policy, ref, rm, value_model_from_reward_model(rm)
 
     # the learning rates as the base commit has them: constant (a 3-step run would anneal them at once)
@@ -80,12 +94,31 @@ def ask(worker: subprocess.Popen) -> str:
     return line
 
 
+def trained_models(setting: str, tmp: Path) -> dict:
+    """The setting's seed-0 SFT and reward models from this checkout's stage cache, as one safetensors file."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    from minirlhf.pipeline import arguments
+    from minirlhf.pipeline.stages import Pipeline
+    settings, home = arguments.resolve(argparse.ArgumentParser(), setting, 0, None)
+    pipe = Pipeline(settings, home, None)
+    sft, rm = pipe.model("sft"), pipe.model("reward")
+    weights = {f"{name}.{k}": v.detach().clone().contiguous()          # clones: tied weights may not share
+               for name, model in (("sft", sft), ("reward", rm)) for k, v in model.state_dict().items()}
+    save_file(weights, tmp / "weights.safetensors")
+    return {"weights": str(tmp / "weights.safetensors"), "model": asdict(sft.config)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="9fbc30e", help="the commit to compare against (default: 9fbc30e)")
     parser.add_argument("--setting", default="default")
     parser.add_argument("--steps", type=int, default=10, help="PPO steps timed per version, alternating")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--models", choices=("trained", "fresh"), default="trained",
+                        help="the setting's seed-0 SFT and reward models (default), or freshly initialised ones")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -108,7 +141,8 @@ def main():
             sys.exit(f"could not check out {args.base!r} into a git worktree: is it a commit of this repository?")
         try:
             work = tmp / "work.json"
-            work.write_text(json.dumps({"words": vocabulary(), "requests": requests}))
+            work.write_text(json.dumps({"words": vocabulary(), "requests": requests,
+                                        **(trained_models(args.setting, tmp) if args.models == "trained" else {})}))
             workers = {"base": start_worker(base_tree, args, work), "this": start_worker(ROOT, args, work)}
             results = {name: json.loads(ask(w)) for name, w in workers.items()}   # the first steps' logs
             times = {name: [] for name in workers}

@@ -5,7 +5,8 @@ import torch
 
 from minirlhf.generate import generate
 from minirlhf.logprobs import response_logprobs
-from minirlhf.model import GPT, GPTConfig, KVCache
+from minirlhf.model import GPT, GPTConfig, KVCache, attention_allowed
+from minirlhf.packing import pack, unpack
 from minirlhf.tokenizer import encode_prompts
 
 PROMPTS = ["hi !", "what is the capital of zorbia ?", "count from 3 to 6 ."]
@@ -19,6 +20,55 @@ def test_left_padding_does_not_change_real_token_logits(tok, tiny_gpt):
         n = alone["input_ids"].shape[1]
         ref, _ = tiny_gpt(alone["input_ids"])
         torch.testing.assert_close(logits[i, -n:], ref[0], atol=1e-5, rtol=1e-5)
+
+
+def test_packing_lays_sequences_end_to_end_first_fit():
+    # the example of packing.py's docstring, by hand: rows as long as the longest sequence (4), first fit
+    ids = torch.tensor([[0, 0, 1, 2, 3, 4], [0, 5, 6, 7, 0, 0], [8, 0, 0, 0, 0, 0], [0, 0, 9, 10, 0, 0]])
+    p = pack(ids, (ids > 0).long())
+    assert p.input_ids.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 0, 0]]
+    assert p.segments.tolist() == [[1, 1, 1, 1], [1, 1, 1, 2], [1, 1, 0, 0]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 0, 0]]
+    x = torch.arange(12.0).view(3, 4, 1)          # any per-cell values come back where their tokens were
+    back = unpack(x, p)[..., 0]
+    assert back.tolist() == [[0, 0, 0, 1, 2, 3], [0, 4, 5, 6, 0, 0], [7, 0, 0, 0, 0, 0], [0, 0, 8, 9, 0, 0]]
+
+
+def test_attention_stays_inside_a_segment():
+    # one packed row: a (3 tokens), b (2), then padding; written out by hand, query by query
+    allowed = attention_allowed(torch.tensor([[1, 1, 1, 2, 2, 0]]), 6)[0, 0]
+    expected = [[1, 0, 0, 0, 0, 0],
+                [1, 1, 0, 0, 0, 0],
+                [1, 1, 1, 0, 0, 0],
+                [0, 0, 0, 1, 0, 0],   # b's first token does not see a
+                [0, 0, 0, 1, 1, 0],
+                [0, 0, 0, 0, 0, 1]]   # padding sees only itself
+    assert allowed.long().tolist() == expected
+
+
+def test_a_packed_batch_gives_each_sequence_what_it_gets_alone():
+    """Ragged sequences, padded on both sides at random: the padded (hence packed) forward pass must give
+    every real token the logits, and every parameter the gradient, of each sequence run on its own."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    B, T = 9, 12
+    ids = torch.randint(0, 40, (B, T))
+    mask = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        start = int(torch.randint(0, 5, ()))
+        mask[b, start:int(torch.randint(start + 1, T + 1, ()))] = 1
+    assert len(pack(ids, mask).input_ids) < B                     # some rows share: it did pack
+    logits, _ = model(ids, mask)
+    logits[mask.bool()].logsumexp(-1).sum().backward()
+    packed_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    alone = [model(ids[b][mask[b].bool()][None])[0][0] for b in range(B)]
+    sum(a.logsumexp(-1).sum() for a in alone).backward()
+    for b in range(B):
+        torch.testing.assert_close(logits[b][mask[b].bool()], alone[b], atol=1e-5, rtol=1e-5)
+    assert logits[~mask.bool()].abs().max() == 0                  # padding: zeros, never read
+    for g, p in zip(packed_grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-4)
 
 
 def test_kv_cache_generation_equals_generation_without_cache(tok, tiny_gpt):
