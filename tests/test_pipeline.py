@@ -87,7 +87,8 @@ ALL, AFTER_BASE, AFTER_SFT = set(CHECKED), set(CHECKED) - {"world"}, set(CHECKED
 # stage watches its policy on held-out prompts (heldout.py, which measures the KL with evaluate.py)
 MODULE_READERS = {
     "world": ALL, "tokenizer": AFTER_BASE, "model": AFTER_BASE, "checkpoint": AFTER_BASE,
-    "training": AFTER_BASE, "logprobs": AFTER_BASE, "masks": AFTER_BASE, "pretrain": AFTER_BASE,
+    "packing": AFTER_BASE, "training": AFTER_BASE, "logprobs": AFTER_BASE, "masks": AFTER_BASE,
+    "pretrain": AFTER_BASE,
     "sft": AFTER_SFT, "labelers": AFTER_REWARD, "generate": AFTER_REWARD, "sampling": AFTER_REWARD,
     "comparisons": AFTER_REWARD, "reward": AFTER_REWARD,
     "kl": RL | AFTER_PPO, "evaluate": RL | AFTER_PPO, "heldout": RL | AFTER_PPO,
