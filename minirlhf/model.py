@@ -166,6 +166,8 @@ class GPT(SavesPretrained, nn.Module):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
                              f"{(B, past_len + T)} (batch, cached + new tokens)")
         real = attention_mask.bool()
+        # packed rows come back here with their segment numbers as the mask and their own positions, so
+        # they are not packed again (a mask of segment numbers needs those positions)
         if cache is None and position_ids is None and not real.all() and real.any(1).all():
             p = pack(input_ids, attention_mask)
             h, _ = self.hidden_states(p.input_ids, p.segments, p.position_ids)
