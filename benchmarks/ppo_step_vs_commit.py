@@ -8,9 +8,9 @@ vocabulary and prompts (this checkout's world), and the same models: by default 
 SFT model (policy and reference) and reward model (the value model starts from it), from this
 checkout's stage cache (trained first if missing: for the default setting about 30 min on one core),
 so that the responses end as a real run's do and are as ragged; with `--models fresh`, models
-initialised from one seed, whose responses rarely end. Every timed step starts from those same models. The base commit is checked out into a temporary git
-worktree, each version runs in a process of its own, and the two take turns step by step (base,
-this, base, this, ...), so that a machine getting busier or quieter hits both alike. The first 3
+initialised from one seed, whose responses rarely end. Every timed step starts from those same models.
+The base commit is checked out into a temporary git worktree, each version runs in a process of its
+own, and the two take turns step by step (base, this, base, this, ...), so that a machine getting busier or quieter hits both alike. The first 3
 steps' logs must agree (|Δ| ≤ 1e-5 on every quantity both versions log, gold scores aside: the labeler
 is allowed to change): a speed-up that changes the maths is not a speed-up.
 """
@@ -62,7 +62,7 @@ def worker(args) -> None:
         ref = GPT(policy.config)
         rm = RewardModel.from_language_model(policy) if weights is None else RewardModel(policy.config)
         if weights is not None:
-            for model, name in ((policy, "sft"), (ref, "sft"), (rm, "reward")):
+            for model, name in ((policy, "sft"), (rm, "reward")):   # the reference: a copy of the policy, below
                 model.load_state_dict({k.split(".", 1)[1]: v for k, v in weights.items()
                                        if k.startswith(name + ".")})
         ref.load_state_dict(policy.state_dict())
