@@ -274,22 +274,22 @@ def test_personas_dispute_is_a_share_of_the_pairs_both_order(monkeypatch):
 
 
 def test_over_optimisation_claims_read_the_rise_and_the_fall_of_their_own_run():
-    """PPO's β = 0 claim (notebook 06) needs gold to rise and then fall: the lesser of the two. RLOO's and GRPO's
-    (notebook 09) assert the fall from the best checkpoint and print the rise to it."""
+    """PPO's β = 0 claims (notebook 06), RLOO's and GRPO's (notebook 09) each assert the fall from the best
+    checkpoint to the end and print the rise from the start to it."""
     def run(golds):   # one prompt, one answer per checkpoint
         return {"steps": list(range(len(golds))), "gold": np.array(golds, float).reshape(-1, 1, 1)}
     claims = {c.name: c for c in lessons.CLAIMS}
     checkpoints = {"rloo_long_no_kl": run([0.5, 0.6, 0.55, 0.45]),   # up 0.1, then down 0.15
                    "grpo_long_no_kl": run([0.5, 0.51, 0.3]),         # up 0.01 only, then down 0.21
-                   "rlhf_long_no_kl": run([0.5, 0.6, 0.7])}          # still rising: no fall
+                   "rlhf_long_no_kl": run([0.5, 0.53, 0.7, 0.62])}   # up 0.2, then down 0.08
     m = Measurements("fast", 0, np.array(["fact"]), 1, {}, checkpoints, {}, {}, {}, {}, {})
     idx = np.arange(1)
     expected = {"rloo_no_kl_gold_falls_from_best": 0.15, "rloo_no_kl_gold_rise_to_best": 0.1,
                 "grpo_no_kl_gold_falls_from_best": 0.21, "grpo_no_kl_gold_rise_to_best": 0.01,
-                "no_kl_gold_falls_from_peak": 0.0}
+                "no_kl_gold_falls_from_peak": 0.08, "no_kl_gold_rise_to_peak": 0.2}
     value = {name: claims[name].statistic(m, idx) for name in expected}
     assert value == pytest.approx(expected)
-    assert claims["rloo_no_kl_gold_rise_to_best"].margin is None and claims["grpo_no_kl_gold_rise_to_best"].margin is None
+    assert all(claims[name].margin is None for name in expected if "_rise_to_" in name)
     for name in value:   # each reads only its own run, which its `runs` names
         run_name = {"rloo": "rloo_long_no_kl", "grpo": "grpo_long_no_kl", "no": "rlhf_long_no_kl"}[name.split("_")[0]]
         assert run_name in claims[name].runs

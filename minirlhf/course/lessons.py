@@ -300,14 +300,12 @@ def curve(m: Measurements, run: str, key: str, idx: np.ndarray | None = None) ->
     return np.array([kind_mean(m, c[t].mean(1), idx) for t in range(len(c))])
 
 
-def gold_rise_and_fall(run: str = "rlhf_long_no_kl", part: str = "lesser"):
-    """How far a long run's held-out gold rises from its start to its best checkpoint ("rise"), how far it falls
-    from there to its end ("fall"), or the lesser of the two ("lesser": it peaks, then falls, by at least this
-    much both ways; a run that only falls, or only rises, scores near 0)."""
+def gold_rise_and_fall(run: str = "rlhf_long_no_kl", part: str = "fall"):
+    """How far a long run's held-out gold rises from its start to its best checkpoint ("rise"), or how far it
+    falls from there to its end ("fall")."""
     def stat(m, idx):
         g = curve(m, run, "gold", idx)
-        rise, fall = g.max() - g[0], g.max() - g[-1]
-        return float({"rise": rise, "fall": fall, "lesser": min(rise, fall)}[part])
+        return float(g.max() - g[0] if part == "rise" else g.max() - g[-1])
     return stat
 
 
@@ -476,10 +474,17 @@ CLAIMS = [
     Claim("no_kl_reward_keeps_rising", "06: with β = 0 the reward-model score goes on rising after gold peaks",
           reward_rise_after_peak, 0.2, LONG),
     # stated first as the fall from the peak alone (max − last): on fast seeds 0, 1, 2 0.179, 0.134, 0.169, where
-    # gold had risen to the peak by 0.067, 0.105, 0.078. RLOO's β = 0 run on fast seed 1 fell by 0.047 from a
-    # peak only 0.015 above its start: a fall alone does not say that gold peaked
-    Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold rises to a peak, then falls: over-optimisation "
-          "(the lesser of the rise and the fall)", gold_rise_and_fall(), 0.02, LONG),
+    # gold had risen to the peak by 0.067, 0.105, 0.078. Then as the lesser of the rise and the fall (a fall alone
+    # does not say that gold first rose): at 303a84f fast 0.083, 0.032, 0.080 (SE 0.007), seed 1 failing on its rise,
+    # as RLOO's and GRPO's had (below). Seed 1's β = 0 run, its reward model and SFT model the same (fast, 2026-12-01,
+    # rise/fall): 240 steps at LONG_LR 2e-4 0.024/0.070, 360 at 2e-4 0.032/0.081: the hack starts within 6 steps; at
+    # 1.5e-4 (360 steps) 0.071/0.000 and at 1e-4 (480) 0.071/0.021: it rose, and never found the hack (KL 59, 55
+    # nats). No learning rate gave both on every seed. What held in every run that hacked is the fall from the best
+    # checkpoint: asserted, as for RLOO and GRPO; the rise before it is printed
+    Claim("no_kl_gold_falls_from_peak", "06: with β = 0 gold ends below the best it reached: over-optimisation "
+          "(the fall from the peak)", gold_rise_and_fall(), 0.02, LONG),
+    Claim("no_kl_gold_rise_to_peak", "06: … and how far gold had risen to that peak (printed: the hack can start "
+          "at once)", gold_rise_and_fall(part="rise"), None, LONG),
     Claim("kl_penalty_wins_at_end", "06: at the end of the long runs, β > 0 beats β = 0 on held-out gold",
           penalty_wins_at_end, 0.02, LONG),
     Claim("no_kl_drifts_further", "06: β = 0 ends several times further from SFT (KL ratio)", kl_ratio, 3.0, LONG),

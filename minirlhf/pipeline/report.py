@@ -32,8 +32,9 @@ def no_penalty_note(metrics: dict, logs: dict) -> list[str]:
         return []
     note = (f"- `rlhf_no_kl` trains as many PPO steps as `rlhf` ({logs['rlhf_no_kl']['ppo']['steps']}): whether it "
             "ends above or below `rlhf` on gold says where along its course it stopped, not what the KL penalty "
-            "buys. Without a penalty gold rises first and falls later, as the policy finds the reward model's blind "
-            "spots (the ledger's `no_kl_gold_falls_from_peak`)")
+            "buys. Without a penalty gold ends below the best it reached as the policy finds the reward model's "
+            "blind spots, after a rise that can be large or, where the hack starts at once, small (the ledger's "
+            "`no_kl_gold_falls_from_peak` and `no_kl_gold_rise_to_peak`)")
     long = metrics.get("frontier", {}).get("rlhf", {}).get("runs", {}).get("rlhf_long_no_kl")
     if long is None:
         return [note + " (notebook 06's long runs, `rlhf_long_no_kl`, show it)."]
