@@ -19,8 +19,8 @@ optimiser steps. The work is the same on both sides:
     to TRL as a reward function that scores what minirlhf's rollout scores (the prompt left-padded, the
     answer right-padded with its end token) and gives an answer that never ended PPOConfig.no_end_score.
     So both sides pay the same reward-model pass; both keep a reference model (β = PPOConfig.kl_coef);
-  * the same sampling (PPOConfig.temperature, no top-k or top-p) and optimiser (AdamW, betas 0.9 and 0.95, no
-    weight decay, PPOConfig.lr held constant, gradients clipped to norm 1), all in float32.
+  * the same sampling (PPOConfig.temperature, no top-k or top-p) and optimiser (AdamW's fused kernel, betas 0.9 and
+    0.95, no weight decay, PPOConfig.lr held constant, gradients clipped to norm 1), all in float32.
 
 TRL's configuration, its defaults changed only where they would do other work than minirlhf does:
 per_device_train_batch_size = minibatch_size, gradient_accumulation_steps = 1, steps_per_generation =
@@ -363,8 +363,9 @@ NOTES = [
     "computes them at the answer's positions only (logits_to_keep), in chunks, never the whole logits tensor",
     "RLOO's clipping: TRL clips one ratio per answer (exp of the summed log-ratio), minirlhf one per token (PPO's "
     "surrogate); the same passes either way",
-    "the optimiser: the same AdamW, but TRL's default kernel with torch ≥ 2.8 is the fused one (optim above); "
-    "minirlhf keeps the per-tensor loop on the CPU, which rounds as its lessons were measured (training.py)",
+    "padding: minirlhf's passes without a KV cache (scoring the rollout, training) lay the sequences of a padded "
+    "batch end to end in rows (packing.py) and compute no padding there; TRL's run the padded batch. Few answers "
+    "of these untrained policies end early, so their batches hold little padding besides the prompts' left padding",
     "positions: TRL gives GPT-2 no position_ids in its log-prob passes, so there a left-padded prompt's positions "
     "count from the batch's first column, while generate() (and minirlhf everywhere) counts them from the prompt's "
     "first token: for a padded prompt TRL's log π_old and log π_ref are not those of the distribution it sampled "
