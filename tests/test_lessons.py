@@ -2,6 +2,7 @@
 by `python -m minirlhf lessons`)."""
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +297,22 @@ def test_over_optimisation_claims_read_the_rise_and_the_fall_of_their_own_run():
         alone = Measurements("fast", 0, np.array(["fact"]), 1, {}, {run_name: checkpoints[run_name]}, {}, {}, {}, {}, {})
         assert claims[name].statistic(alone, idx) == pytest.approx(value[name])
 
+
+
+def test_the_reports_no_penalty_note_cites_ledger_claims_and_reads_the_long_run():
+    """The main job's report explains its short β = 0 run with the ledger's claims (by name: they must exist) and,
+    where the frontier trained the long β = 0 run, that run's peak and end, read here by hand."""
+    from minirlhf.pipeline.report import no_penalty_note
+    logs = {"rlhf_no_kl": {"ppo": {"steps": 120}}}
+    (short,) = no_penalty_note({"algorithms": ["rlhf", "rlhf_no_kl"]}, logs)
+    cited = set(re.findall(r"`(no_kl_\w+)`", short))
+    assert cited and cited <= {c.name for c in lessons.CLAIMS}
+    long = {"step": [0, 10, 20, 40], "gold": [0.5, 0.7, 0.65, 0.6], "kl": [0.0, 3.0, 9.0, 20.0]}
+    metrics = {"algorithms": ["rlhf", "rlhf_no_kl"], "frontier": {"rlhf": {"runs": {"rlhf_long_no_kl": long}}}}
+    (note,) = no_penalty_note(metrics, logs)
+    assert ("went from 0.500 to a peak of 0.700 at step 10 (KL 3.0 nats) and ended at 0.600 (KL 20.0 nats)"
+            in note and "40 steps" in note)
+    assert no_penalty_note({"algorithms": ["rlhf"]}, logs) == []
 
 def test_reruns_measure_each_seed_again_and_count_how_often_each_claim_holds(monkeypatch, tmp_path, capsys):
     """`lessons --reruns 0 1 2`: each seed's runs trained again from other random streams (Pipeline's
