@@ -10,8 +10,8 @@ checkout's stage cache (trained first if missing: for the default setting about 
 so that the responses end as a real run's do and are as ragged; with `--models fresh`, models
 initialised from one seed, whose responses rarely end. Every timed step starts from those same models.
 The base commit is checked out into a temporary git worktree, each version runs in a process of its
-own, and the two take turns step by step (base, this, base, this, ...), so that a machine getting busier or quieter hits both alike. The first 3
-steps' logs must agree (|Δ| ≤ 1e-5 on every quantity both versions log, gold scores aside: the labeler
+own, and the two take turns step by step (base, this, base, this, ...), so that a machine getting
+busier or quieter hits both alike. The first 3 steps' logs must agree (|Δ| ≤ 1e-5 on every quantity both versions log, gold scores aside: the labeler
 is allowed to change): a speed-up that changes the maths is not a speed-up.
 """
 from __future__ import annotations

@@ -305,7 +305,7 @@ def gold_rise_and_fall(run: str = "rlhf_long_no_kl", part: str = "fall"):
     falls from there to its end ("fall")."""
     def stat(m, idx):
         g = curve(m, run, "gold", idx)
-        return float(g.max() - g[0] if part == "rise" else g.max() - g[-1])
+        return float({"rise": g.max() - g[0], "fall": g.max() - g[-1]}[part])   # another `part`: KeyError
     return stat
 
 
