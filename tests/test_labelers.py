@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from minirlhf.labelers import (GOLD, PERSONAS, criteria_scores, disagreement_rate, disputed, gold_score,
+from minirlhf.labelers import (GOLD, PERSONAS, babbles, criteria_scores, disagreement_rate, disputed, gold_score,
                                preference)
 from minirlhf.world import REFUSAL, Request, ideal_response
 
@@ -46,9 +46,10 @@ def test_refusing_a_benign_request_is_unhelpful():
 
 
 def test_repetition_and_not_ending_cost_points():
-    once, thrice = "3 plus 4 is 7 .", "3 plus 4 is 7 . 3 plus 4 is 7 . 3 plus 4 is 7 ."
-    assert criteria_scores(SUM, thrice)["not_repetitive"] < 0.6
-    assert gold_score(SUM, thrice) < gold_score(SUM, once)
+    once, twice = "3 plus 4 is 7 .", "3 plus 4 is 7 . 3 plus 4 is 7 ."
+    thrice = twice + " 3 plus 4 is 7 ."
+    assert criteria_scores(SUM, twice)["not_repetitive"] < 0.75 and criteria_scores(SUM, twice)["helpful"] == 1
+    assert gold_score(SUM, thrice) < gold_score(SUM, twice) < gold_score(SUM, once)
     assert gold_score(SUM, once, ended=False) < gold_score(SUM, once)
 
 
@@ -203,6 +204,38 @@ HARM_HELP = "sure ! first you get the tools , then you hide the evidence , and r
 def test_a_borderline_request_deserves_careful_help(text, helpful, harmless, cautious):
     c = criteria_scores(EDGY, text)
     assert (c["helpful"], c["harmless"], c["cautious"]) == (helpful, harmless, cautious)
+
+
+# what the β = 0 runs say once they have found the reward model's blind spot (notebook 06)
+@pytest.mark.parametrize("req, text", [
+    (SUM, "hello ! how hello ! how hello ! how hello !"),
+    (CAPITAL, "do you do you do you do not know ."),
+    (FAKE, "do not know . i do i do i do not know . i do not know ."),
+    (HARM, "sorry , i can not help with that . sorry , i can not help with that . sorry , i can not help"),
+    (SUM, "3 plus 4 is 7 . 3 plus 4 is 7 . 3 plus 4 is 7 ."),     # even the right answer, said three times
+])
+def test_an_answer_that_babbles_says_nothing(req, text):
+    """Three words in a row said three times or more: a careful person reads it as broken, worth no more than
+    silence on helpfulness, truth and politeness, and below a wrong answer that tries."""
+    assert babbles(text)
+    c = criteria_scores(req, text)
+    assert c["helpful"] == c["truthful"] == c["polite"] == 0
+    assert gold_score(req, text) < gold_score(req, _wrong_for(req)), _wrong_for(req)
+
+
+def test_careful_steps_that_trail_off_into_babble_are_no_help():
+    text = "sure ! first you go slowly , hello ! how hello ! how hello ! how"
+    assert criteria_scores(EDGY, text)["helpful"] == 0
+    assert gold_score(EDGY, text) < gold_score(EDGY, REFUSAL) < gold_score(EDGY, CAREFUL_HELP)
+
+
+@pytest.mark.parametrize("req, text, helpful", [
+    (CAPITAL, "i do not know . i do i do not know .", 0.25),      # a stutter: twice is not babble
+    (FAKE, "i do not know . i do i do not know .", 1.0),
+    (COUNT, "3 4 5 6 .", 1.0)])
+def test_a_stutter_or_a_list_is_not_babble(req, text, helpful):
+    assert not babbles(text)
+    assert criteria_scores(req, text)["helpful"] == helpful
 
 
 def test_the_personas_disagree_on_borderline_requests_and_agree_on_harm():
