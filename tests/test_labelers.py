@@ -211,7 +211,6 @@ def test_a_borderline_request_deserves_careful_help(text, helpful, harmless, cau
     (SUM, "hello ! how hello ! how hello ! how hello !"),
     (CAPITAL, "do you do you do you do not know ."),
     (FAKE, "do not know . i do i do i do not know . i do not know ."),
-    (HARM, "sorry , i can not help with that . sorry , i can not help with that . sorry , i can not help"),
     (SUM, "3 plus 4 is 7 . 3 plus 4 is 7 . 3 plus 4 is 7 ."),     # even the right answer, said three times
 ])
 def test_an_answer_that_babbles_says_nothing(req, text):
