@@ -184,6 +184,11 @@ def test_each_setting_retrains_exactly_the_stages_that_read_it(tmp_path):
     changed = {s for s, k in _keys(TINY.with_seed(1), tmp_path).items() if k != baseline[s]}
     assert changed == ALL, "another seed is another world: every stage"
     assert _keys(replace(TINY, frontier=not TINY.frontier), tmp_path) == baseline, "what the main job plots trains nothing"
+    # γ_ptx is a setting of its own, read by PPO-ptx alone (each setting picks it: settings.py)
+    ptx = replace(TINY, ptx_coef=TINY.ptx_coef * 2)
+    assert _keys(ptx, tmp_path) == baseline, "γ_ptx changed the keys of stages that have no ptx term"
+    assert Pipeline(ptx, tmp_path).key("rlhf_ptx") != Pipeline(TINY, tmp_path).key("rlhf_ptx")
+    assert registry.STAGES["rlhf_ptx"].args["cfg"].resolve(ptx).ptx_coef == 2 * TINY.ptx_coef > 0
 
 
 def test_a_rerun_trains_every_stage_again_in_the_same_world(tmp_path):

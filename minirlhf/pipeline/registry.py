@@ -92,8 +92,9 @@ class Data(Source):
 
 
 class Setting(Source):
-    """A part of the Settings ("ppo", "eval.max_new_tokens"), with fields replaced: a value, or a function
-    of the setting's own config (e.g. steps=lambda c: max(c.steps, 60))."""
+    """A part of the Settings ("ppo", "eval.max_new_tokens"), with fields replaced: a value, a function
+    of the setting's own config (e.g. steps=lambda c: max(c.steps, 60)), or another part of the Settings
+    (e.g. ptx_coef=Setting("ptx_coef"): a number each setting picks)."""
 
     def __init__(self, path: str, **changes):
         self.path, self.changes = path, changes
@@ -102,8 +103,8 @@ class Setting(Source):
         value = settings
         for part in self.path.split("."):
             value = getattr(value, part)
-        return replace(value, **{k: v(value) if callable(v) else v for k, v in self.changes.items()}) \
-            if self.changes else value
+        return replace(value, **{k: v.resolve(settings) if isinstance(v, Setting) else v(value) if callable(v) else v
+                                 for k, v in self.changes.items()}) if self.changes else value
 
     def describe(self, pipe, upstream):   # keyed on the resolved value: only what the stage gets counts
         return self.resolve(pipe.settings)
@@ -178,18 +179,9 @@ register("rlhf_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0), a
          title="RLHF, β = 0 (no KL penalty)")
 
 # -- the notebooks' experiments ----------------------------------------------------------------
-# notebook 07: PPO-ptx, the pretraining loss mixed in. 0.1 cost fast runs up to 0.015 of gold; once the world's
-# internet held a stereotype, 0.05 cost seed 1's fast run 0.056 of gold while cutting all of RLHF's tax (100–119%).
-# Gold minus plain PPO's on fast seeds 0, 1, 2 at γ = 0.01, 0.02, 0.03: +0.022 +0.015 +0.056, +0.016 −0.030
-# +0.022, +0.017 0.000 +0.030: no trend with γ. One run's training noise (about ±0.03) is the size of the
-# ledger's margin; 0.03 cuts most of the tax (93–104% of RLHF's part, 67–86% at 0.01). Since the reward model
-# ranks 2,400 prompts (5005b27): −0.055 +0.003 −0.035 at 0.03, −0.023 −0.019 −0.060 at 0.01 (the comment above
-# the ledger's ptx_gold_change); at fast's lr of 1e-4 (settings.py) +0.006 +0.001 +0.001 at 0.03; with fast's 120
-# PPO steps −0.007 +0.017 −0.007, at 0.02 −0.005 and −0.030 (seeds 0 and 2), at 0.01 −0.020 and +0.001: no better.
-# The term drawn from prose only, or from the internet without its answers to harmful requests, was no better
-# either (that comment has the values): the internet it pulls towards is the one whose habits RLHF trains away
-PTX_COEF = 0.03
-register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=PTX_COEF), title="RLHF + ptx")
+# notebook 07: PPO-ptx, the pretraining loss mixed in, with the setting's γ_ptx (Settings.ptx_coef: what other
+# values cost and bought is written beside it)
+register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=Setting("ptx_coef")), title="RLHF + ptx")
 # notebook 06: runs long enough to over-optimise (the settings' own PPO runs are shorter: in fast, after 60
 # or 120 steps seed 2's β = 0 run was still at its gold peak) and the lessons ledger: the policy answers the
 # held-out prompts at step 0 and LONG_CHECKPOINTS more (heldout.HeldoutCurve). The β = 0 run's fall from its
