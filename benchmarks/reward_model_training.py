@@ -1,10 +1,10 @@
 """Is the reward model held back by its training or by its size? Retrain it on the same comparisons.
 
-    python benchmarks/reward_model_training.py [--setting fast] [--seeds 0 1 2]
+    python benchmarks/reward_model_training.py [--setting fast] [--seeds 0 1 2] [--variants NAME ...]
 
 For each seed, the reward stage is loaded from the stage cache (trained first if it is not there), and a
 reward model is trained again from the SFT model on the stage's own comparisons, once per variant of the
-setting's training (RewardConfig). The table gives its gold accuracy on its training pairs and on the
+setting's training (RewardConfig), and once from the base model with the setting's own training. The table gives its gold accuracy on its training pairs and on the
 held-out pairs (reward.pairwise_accuracy, the ledger's `rm_agrees_with_gold`). The first variant is the
 setting's own and reproduces the stage. If no variant moves held-out accuracy on every seed, and training
 accuracy is not far above it, the model is not short of training: it is at its capacity, or short of
@@ -33,24 +33,32 @@ VARIANTS = {   # name -> the changes to the setting's RewardConfig
     "5/3 × the lr": lambda c: {"lr": c.lr * 5 / 3},
     "half the prompts a batch": lambda c: {"prompts_per_batch": max(1, c.prompts_per_batch // 2)},
 }
+# not a change of RewardConfig: the language model the reward model starts from (the stage's is the SFT model)
+INITS = {"from the base model": "base"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=sorted(PRESETS), default="fast")
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, *INITS], metavar="VARIANT",
+                        help="the variants to train, by name (default: all; the setting's own always runs first, "
+                             "to compare against): " + "; ".join([*VARIANTS, *INITS]))
     args = parser.parse_args()
     print(f"{'seed':>4}  {'variant':<32} {'train':>6} {'held-out':>8} {'Δ held-out':>10} {'seconds':>8}")
     for seed in args.seeds:
         settings, out_dir = arguments.resolve(parser, args.setting, seed, None)
         pipe = Pipeline(settings, out_dir, None)
         comparisons, heldout = pipe.artifact("reward", "comparisons"), pipe.artifact("reward", "comparisons_heldout")
-        sft, own = pipe.model("sft"), None
-        for name, change in VARIANTS.items():
+        own = None
+        wanted = set(args.variants or [*VARIANTS, *INITS]) | {"the setting's own"}
+        runs = [(name, change, "sft") for name, change in VARIANTS.items() if name in wanted]
+        runs += [(name, VARIANTS["the setting's own"], init) for name, init in INITS.items() if name in wanted]
+        for name, change, init in runs:
             cfg = replace(settings.reward, **change(settings.reward))
             start = time.perf_counter()
             set_seed(settings.seed)   # as the reward stage does
-            rm = RewardModel.from_language_model(sft)
+            rm = RewardModel.from_language_model(pipe.model(init))
             train_reward_model(rm, pipe.tokenizer, comparisons, cfg, settings.seed)
             train = pairwise_accuracy(rm, pipe.tokenizer, comparisons)["accuracy_gold"]
             held = pairwise_accuracy(rm, pipe.tokenizer, heldout)["accuracy_gold"]
