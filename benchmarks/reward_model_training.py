@@ -10,8 +10,8 @@ setting's own and reproduces the stage. If no variant moves held-out accuracy on
 accuracy is not far above it, the model is not short of training: it is at its capacity, or short of
 comparisons where gold's preference is small and the labels nearly random (notebook 04's table by gold
 margin). The fast reward model with 1,200 rankings was not short of training: no variant here helped it on every
-seed, and 2,400 rankings did (settings.py). Nor did the default reward model gain beyond seed noise from starting
-at the base model, which learned the facts in pretraining, rather than at SFT (settings.py has the values).
+seed, and 2,400 rankings did (settings.py). Nor did a reward model gain beyond seed noise from starting at the
+base model, which learned the facts in pretraining, rather than at SFT (settings.py has the values).
 """
 from __future__ import annotations
 
