@@ -1,7 +1,7 @@
 """The course's settings: one place that says how big everything is.
 
     fast     tests and CI: tiny model, a few hundred steps; minutes on 2 CPU cores
-    default  lecture quality on a laptop CPU (about a quarter of an hour for the whole pipeline)
+    default  lecture quality on a laptop CPU (about 36 minutes for the main job on 2 cores: the README's run card)
     gpu      a bigger toy GPT and more steps, picked automatically when CUDA is present
 
 Pick one with MINIRLHF_SETTING=fast|default|gpu, or MINIRLHF_FAST=1 for the fast one.
