@@ -6,8 +6,7 @@ For each seed, the reward stage is loaded from the stage cache (trained first if
 reward model is trained again from the SFT model on the stage's own comparisons, once per variant of the
 setting's training (RewardConfig), and once from the base model with the setting's own training. The table
 gives its gold accuracy on its training pairs and on the held-out pairs (reward.pairwise_accuracy, the
-ledger's `rm_agrees_with_gold`). The first variant is the
-setting's own and reproduces the stage. If no variant moves held-out accuracy on every seed, and training
+ledger's `rm_agrees_with_gold`). The first variant is the setting's own and reproduces the stage. If no variant moves held-out accuracy on every seed, and training
 accuracy is not far above it, the model is not short of training: it is at its capacity, or short of
 comparisons where gold's preference is small and the labels nearly random (notebook 04's table by gold
 margin). The fast reward model with 1,200 rankings was not short of training: no variant here helped it on every
