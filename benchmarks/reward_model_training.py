@@ -2,12 +2,12 @@
 
     python benchmarks/reward_model_training.py [--setting fast] [--seeds 0 1 2] [--variants NAME ...]
 
-For each seed, the reward stage is loaded from the stage cache (trained first if it is not there), and a
-reward model is trained again from the SFT model on the stage's own comparisons, once per variant of the
-setting's training (RewardConfig), and once from the base model with the setting's own training. The table
-gives its gold accuracy on its training pairs and on the held-out pairs (reward.pairwise_accuracy, the
-ledger's `rm_agrees_with_gold`). The first variant is the setting's own and reproduces the stage. If no variant moves held-out accuracy on every seed, and training
-accuracy is not far above it, the model is not short of training: it is at its capacity, or short of
+For each seed, the reward stage is loaded from the stage cache (trained first if it is not there), and a reward
+model is trained again from the SFT model on the stage's own comparisons, once per variant of the setting's training
+(RewardConfig), and once from the base model with the setting's own training. The table gives its gold accuracy on
+its training pairs and on the held-out pairs (reward.pairwise_accuracy, the ledger's `rm_agrees_with_gold`). The
+first variant is the setting's own and reproduces the stage. If no variant moves held-out accuracy on every seed,
+and training accuracy is not far above it, the model is not short of training: it is at its capacity, or short of
 comparisons where gold's preference is small and the labels nearly random (notebook 04's table by gold
 margin). The fast reward model with 1,200 rankings was not short of training: no variant here helped it on every
 seed, and 2,400 rankings did (settings.py). Nor did a reward model gain beyond seed noise from starting at the
@@ -47,19 +47,19 @@ def main() -> None:
                              "to compare against): " + "; ".join([*VARIANTS, *INITS]))
     args = parser.parse_args()
     print(f"{'seed':>4}  {'variant':<32} {'train':>6} {'held-out':>8} {'Δ held-out':>10} {'seconds':>8}")
+    wanted = set(args.variants or [*VARIANTS, *INITS]) | {"the setting's own"}
+    runs = [(name, change, "sft") for name, change in VARIANTS.items() if name in wanted]
+    runs += [(name, VARIANTS["the setting's own"], init) for name, init in INITS.items() if name in wanted]
     for seed in args.seeds:
         settings, out_dir = arguments.resolve(parser, args.setting, seed, None)
         pipe = Pipeline(settings, out_dir, None)
         comparisons, heldout = pipe.artifact("reward", "comparisons"), pipe.artifact("reward", "comparisons_heldout")
-        own = None
-        wanted = set(args.variants or [*VARIANTS, *INITS]) | {"the setting's own"}
-        runs = [(name, change, "sft") for name, change in VARIANTS.items() if name in wanted]
-        runs += [(name, VARIANTS["the setting's own"], init) for name, init in INITS.items() if name in wanted]
+        starts, own = {init: pipe.model(init) for _, _, init in runs}, None   # each model loaded once a seed
         for name, change, init in runs:
             cfg = replace(settings.reward, **change(settings.reward))
             start = time.perf_counter()
             set_seed(settings.seed)   # as the reward stage does
-            rm = RewardModel.from_language_model(pipe.model(init))
+            rm = RewardModel.from_language_model(starts[init])   # a copy: the loaded model is not trained
             train_reward_model(rm, pipe.tokenizer, comparisons, cfg, settings.seed)
             train = pairwise_accuracy(rm, pipe.tokenizer, comparisons)["accuracy_gold"]
             held = pairwise_accuracy(rm, pipe.tokenizer, heldout)["accuracy_gold"]

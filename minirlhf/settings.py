@@ -77,7 +77,7 @@ PRESETS = {
         # 73% of held-out pairs right with K = 6, 81% with K = 9). More epochs and other learning rates did not help
         # it (benchmarks/reward_model_training.py), nor, on seed 0, a third or fourth layer (78%, 75%), a width of
         # 128 (68%) or 1,500 pretraining steps (69%, though that base model knows 46 of the 49 sums, this one 22),
-        # nor, at bb632a1, starting from the base model rather than SFT (78.3% against 79.2%).
+        # nor, at bb632a1, starting from the base model rather than SFT (77.5% against 79.1%).
         # More rankings did: held-out gold accuracy on seeds 0, 1, 2 with 1,200 rankings 77%, 76%, 77%; 2,400: 78%,
         # 80%, 78%; 3,600: 77%, 83%, 80% (3,600 and 10 epochs at 3e-4: 79%, 80%, 78%). About a third of its decisive
         # held-out pairs (29% on seed 0, 34% on seed 2) differ on gold by at most 0.03, which labelers order right
