@@ -285,3 +285,32 @@ def test_a_grader_stopped_half_way_keeps_its_rows_and_resumes(tmp_path, monkeypa
     rows = grade(tmp_path, timeout_s=10, verbose=False, resume=True)
     assert seen == ["ann", "bob", "bob", "cat"], "ann is not graded twice"
     assert [r["student"] for r in rows] == ["ann", "bob", "cat"] and all(r["total"] == POINTS["sft_loss"] for r in rows)
+
+
+def test_the_grader_reads_the_cache_beside_a_run_that_is_building_a_stage(tmp_path):
+    """A notebook tested beside the grader builds a stage in the same cache: its temporary folder (renamed into
+    place at any moment) and lock are no stage a kernel loads, so the grader's cache checks leave them alone."""
+    from minirlhf.course.grading import GraderError, readable_by_all, verify_cache
+    from minirlhf.pipeline import cache
+
+    stage = tmp_path / "fast" / "reward-0123456789"
+    (stage / "model").mkdir(parents=True)
+    (stage / "model" / "model.safetensors").write_bytes(b"weights")
+    (stage / cache.LOG).write_text("{}")
+    cache.write_manifest(stage, {})
+    stage_file = stage / "model" / "model.safetensors"
+    stage_file.chmod(0o600)   # as safetensors writes it
+    # a run half-way through writing the next stage: its log written, its manifest not yet true to its files
+    building = tmp_path / "fast" / ".reward-abcdef0123.k2x9q1"
+    shutil.copytree(stage, building)
+    (building / "model" / "model.safetensors").write_bytes(b"half-written")
+    (building / "model" / "model.safetensors").chmod(0o000)
+    (tmp_path / "fast" / ".reward-abcdef0123.lock").touch()
+
+    verify_cache(tmp_path)   # not refused: the finished stage is sound, the other is not finished
+    readable_by_all(tmp_path)   # not refused as unreadable (a user), or made readable (root): not the cache's yet
+    assert (building / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o000
+    assert stage_file.stat().st_mode & 0o777 == (0o644 if os.getuid() == 0 else 0o600)
+    stage_file.write_bytes(b"changed")   # and a finished stage that is damaged is still refused
+    with pytest.raises(GraderError, match="damaged"):
+        verify_cache(tmp_path)

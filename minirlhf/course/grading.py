@@ -259,12 +259,24 @@ def _worker_kernel(tmp: Path, argv: list[str]) -> AsyncKernelManager:
     return km
 
 
+def stage_files(home: Path) -> list[Path]:
+    """The stage cache `home`, its setting folders, their stages and every file in them: all a kernel loads. Not the
+    `.<stage>.*` temporaries and locks of a run building a stage now (a notebook tested beside the grader, say):
+    that run renames or removes them at any moment, and a kernel loads only finished stages."""
+    home = Path(home)
+    found = [home] if home.is_dir() else []
+    for folder, dirs, files in os.walk(home):   # not into those temporaries: one may vanish while it is listed
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder, name) for name in dirs + sorted(files) if not name.startswith(".")]
+    return found
+
+
 def readable_by_all(home: Path) -> None:
     """A grader that is root runs the sandboxed kernel as `nobody`: give the stage cache's files read permission
     for all (safetensors writes its files for their owner only). Only permission bits change: no content, no
     checksum. Any other grader's kernel reads with the grader's own rights (a user namespace): it changes
     nothing, and refuses a cache it cannot read itself."""
-    files = [Path(home), *Path(home).rglob("*")] if Path(home).is_dir() else []
+    files = stage_files(home)
     if os.getuid() != 0:
         unreadable = [p for p in files if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0))]
         if unreadable:
@@ -288,7 +300,7 @@ def readable_by_all(home: Path) -> None:
 def verify_cache(home: Path) -> None:
     """Refuse to grade against a stage cache whose files are not the ones its stages saved (a folder of an
     older version, without a manifest, is refused by the pipeline when loaded)."""
-    for folder in sorted(Path(home).glob("*/*")) if Path(home).is_dir() else []:
+    for folder in sorted(p for p in stage_files(home) if len(p.relative_to(home).parts) == 2):
         if folder.is_dir() and cache.is_finished(folder) and (folder / cache.MANIFEST).is_file():
             problem = cache.damage(folder, {})
             if problem:
