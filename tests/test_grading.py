@@ -311,6 +311,7 @@ def test_the_grader_reads_the_cache_beside_a_run_that_is_building_a_stage(tmp_pa
     readable_by_all(tmp_path)   # not refused as unreadable (a user), or made readable (root): not the cache's yet
     assert (building / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o000
     assert stage_file.stat().st_mode & 0o777 == (0o644 if os.getuid() == 0 else 0o600)
-    stage_file.write_bytes(b"changed")   # and a finished stage that is damaged is still refused
+    stage_file.write_bytes(b"other weights")   # and a damaged finished stage is still refused (another size:
+    # the cache trusts a file whose size and time are those it checked, and the time may not have moved yet)
     with pytest.raises(GraderError, match="damaged"):
         verify_cache(tmp_path)
