@@ -300,7 +300,8 @@ def readable_by_all(home: Path) -> None:
 def verify_cache(home: Path) -> None:
     """Refuse to grade against a stage cache whose files are not the ones its stages saved (a folder of an
     older version, without a manifest, is refused by the pipeline when loaded)."""
-    for folder in sorted(p for p in stage_files(home) if len(p.relative_to(home).parts) == 2):
+    # the stage folders by name only (a run building a stage beside the grader renames its `.<stage>.*` temporary)
+    for folder in sorted(p for p in Path(home).glob("*/*") if not p.name.startswith(".")):
         if folder.is_dir() and cache.is_finished(folder) and (folder / cache.MANIFEST).is_file():
             problem = cache.damage(folder, {})
             if problem:
