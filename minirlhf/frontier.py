@@ -2,8 +2,8 @@
 
 Every point is measured on the held-out prompts, its KL(π ‖ π_SFT) by the same k1 estimate on sampled
 answers (heldout.py) — except best-of-n's, exact for the empirical distribution of its pool (best_of_n.py):
-    PPO          along training, β fixed and β = 0 (notebook 06's long pair), at its checkpoints
-    RLOO, GRPO   along training, β fixed and a long run with β = 0, at their checkpoints
+    PPO, RLOO,   along training: its own run (β fixed) and a long run with β = 0, at their checkpoints
+    GRPO
     DPO          across β: each β's run at its checkpoints
     best-of-n    across n
 Gao et al. (2022) describe the gold gain over the start, R(d) with d = √KL, by two forms:

@@ -166,8 +166,8 @@ def test_frontier_is_read_by_linear_interpolation_along_each_curve():
     def run(kls, golds):
         return {"steps": list(range(len(kls))), "kl": np.array(kls, float).reshape(-1, 1, 1),
                 "gold": np.array(golds, float).reshape(-1, 1, 1)}
-    # PPO: the β-fixed run and the β = 0 run, their points together
-    checkpoints = {"rlhf_long": run([0.0, 2.0, 4.0], [0.5, 0.7, 0.6]), "rlhf_long_no_kl": run([0.0, 10.0], [0.5, 0.4]),
+    # PPO: its own run (β fixed) and the long β = 0 run, their points together
+    checkpoints = {"rlhf": run([0.0, 2.0, 4.0], [0.5, 0.7, 0.6]), "rlhf_long_no_kl": run([0.0, 10.0], [0.5, 0.4]),
                    # RLOO and GRPO: a run with β fixed and a long one with β = 0, as PPO
                    "rloo": run([0.0, 3.0], [0.5, 0.8]), "rloo_long_no_kl": run([0.0, 20.0], [0.5, 0.3]),
                    "grpo": run([0.0, 0.5], [0.5, 0.6]), "grpo_long_no_kl": run([0.0, 0.8], [0.5, 0.9]),

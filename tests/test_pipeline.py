@@ -221,19 +221,19 @@ def test_a_rerun_trains_every_stage_again_in_the_same_world(tmp_path):
 
 def test_stages_that_read_the_same_things_share_one_folder(tmp_path):
     # the same recipe with the same arguments, however they are spelled, is one stage: the β-fixed run
-    # of notebook 06 without its held-out checkpoints is the main job's run in a setting whose PPO runs
-    # are as long as LONG_STEPS, at a constant learning rate of LONG_LR
+    # of notebook 06 with as many held-out checkpoints as the main job's run is that run in a setting whose
+    # PPO runs are as long as LONG_STEPS, at a constant learning rate of LONG_LR
     long = registry.STAGES["rlhf_long"]
-    args = {k: v for k, v in long.args.items() if not k.startswith("heldout_")}
-    registry.register("rlhf_long_unmeasured", long.recipe, **args)
+    args = {**long.args, "heldout_checkpoints": registry.CHECKPOINTS}
+    registry.register("rlhf_long_as_rlhf", long.recipe, **args)
     try:
         default = PRESETS["default"]
         pipe = Pipeline(replace(default, ppo=replace(default.ppo, steps=registry.LONG_STEPS, lr=registry.LONG_LR,
                                                      anneal_lr=False)), tmp_path)
-        assert pipe.key("rlhf_long_unmeasured") == pipe.key("rlhf")
-        assert pipe.key("rlhf_long") != pipe.key("rlhf")    # the checkpoints are part of what it makes
+        assert pipe.key("rlhf_long_as_rlhf") == pipe.key("rlhf")
+        assert pipe.key("rlhf_long") != pipe.key("rlhf")    # the checkpoints (8, not 6) are part of what it makes
     finally:
-        registry.STAGES.pop("rlhf_long_unmeasured")
+        registry.STAGES.pop("rlhf_long_as_rlhf")
     fast = Pipeline("fast", tmp_path)
     assert fast.key("rlhf_long") != fast.key("rlhf")
     # a stage is keyed on what it reads, not on what it is called: the same line under another name

@@ -174,7 +174,13 @@ for _persona in [p for p in PERSONAS if p != "gold"]:   # notebook 08 and the le
     register(f"reward_{_persona}", reward_stage, **REWARD_ARGS, labeler=_persona)
 PPO_ARGS = dict(policy=Upstream("sft"), reference=Upstream("sft"), reward_model=Upstream("reward"),
                 requests=Requests("rl"), ptx_texts=Data("internet", "text"))
-register("rlhf", ppo_stage, **PPO_ARGS, cfg=Setting("ppo"), algorithm=True, title="RLHF (PPO)")
+# a run with a held-out curve answers each held-out prompt at step 0 and CHECKPOINTS more (heldout.HeldoutCurve),
+# as often at each as the evaluation does (24 answers in fast, 8 in default and gpu: the comment at `_checkpoints`)
+CHECKPOINTS, HELDOUT_SAMPLES = 6, Setting("eval.samples_per_prompt")
+# RLHF's curve is its points on notebook 09's frontier, as RLOO's and GRPO's runs give theirs (the answers draw
+# from a random stream of their own: the run trains to the same weights as without them)
+register("rlhf", ppo_stage, **PPO_ARGS, heldout_requests=Requests("eval"), heldout_checkpoints=CHECKPOINTS,
+         heldout_samples=HELDOUT_SAMPLES, cfg=Setting("ppo"), algorithm=True, title="RLHF (PPO)")
 register("rlhf_no_kl", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", kl_coef=0.0), algorithm=True,
          title="RLHF, β = 0 (no KL penalty)")
 
@@ -200,10 +206,10 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=Setting(
 # while the score climbed 0.14 → 2.04 (KL 128 nats). So LONG_LR = 2e-4, which was fast's own lr: fast's long runs
 # kept their keys, and kept them again when fast's own lr went down to 1e-4 (settings.py); the gpu setting's long
 # runs (its own lr 1e-5) get it too, not yet measured on a GPU
-# PPO's long pair answers at steps 4 and 2 too (8 checkpoints of 240 steps; the shorter group runs have those
-# with 6): with β fixed it is 1.3–2.5 nats from SFT by step 8 in fast, and notebook 09's frontier reads each curve
-# at 1 nat. With 6, PPO's curve had only a straight line from SFT to its first point there, drawn above where PPO
-# was: on fast seed 0 the line to (1.55 nats, 0.782) read 0.740 at 1 nat; steps 2 and 4 measured (0.91, 0.686)
+# PPO's long pair answers at steps 4 and 2 too (8 checkpoints of 240 steps; the shorter runs have those with 6):
+# with β fixed it is 1.3–2.5 nats from SFT by step 8 in fast, and notebook 09's frontier, which drew PPO's curve
+# from this pair until RLHF's own run had a curve, reads each curve at 1 nat. With 6, PPO's curve had only a
+# straight line from SFT to its first point there, drawn above where PPO was: on fast seed 0 the line to (1.55 nats, 0.782) read 0.740 at 1 nat; steps 2 and 4 measured (0.91, 0.686)
 # and (1.13, 0.716). The training is the same (the held-out answers draw from their own random stream).
 # RLOO's and GRPO's long β = 0 runs with 8 as well changed no claim of the fast ledger: they keep CHECKPOINTS, as
 # every other run with a held-out curve
@@ -214,14 +220,13 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=Setting(
 # constant rate had given 0.094, 0.117, 0.079 with the reward models of the gold labeler before; GRPO's β = 0 run
 # on seed 1 ended 41 nats from SFT, seed 0's 111), and round 2's larger repair after the β = 0 run held on seed 2
 # by 0.078 (SE 0.020) against a margin of 0.05
-LONG_STEPS, LONG_LR, CHECKPOINTS, LONG_CHECKPOINTS = 240, 2e-4, 6, 8
+LONG_STEPS, LONG_LR, LONG_CHECKPOINTS = 240, 2e-4, 8
 _long = dict(steps=lambda c: max(c.steps, LONG_STEPS), lr=lambda c: max(c.lr, LONG_LR), anneal_lr=False)
 # every run with a held-out curve (these and notebook 09's) answers each held-out prompt as often at each checkpoint
 # as the evaluation does (24 in fast, 8 in default and gpu). With 8 in fast for notebook 09's curves, the SE of a
 # β = 0 group run's over-optimisation (then the lesser of its gold's rise and fall) was 0.012–0.015 on seed 0, and two
 # of four training seeds' runs of RLOO, and two of GRPO, failed that ledger claim there (0.032–0.039); with 24 its
 # SE there is 0.007 (RLOO) and 0.010 (GRPO), and the ledger's runs hold on seeds 0–2 (README)
-HELDOUT_SAMPLES = Setting("eval.samples_per_prompt")
 _checkpoints = dict(heldout_requests=Requests("eval"), heldout_checkpoints=LONG_CHECKPOINTS,
                     heldout_samples=HELDOUT_SAMPLES)
 register("rlhf_long", ppo_stage, **PPO_ARGS, **_checkpoints, cfg=Setting("ppo", **_long), title="β fixed")
@@ -286,7 +291,11 @@ register("bon", best_of_n_stage, seed_offset=BEST_OF_SEED_OFFSET, policy=Upstrea
          max_new_tokens=Setting("eval.max_new_tokens"), no_end_score=Setting("ppo.no_end_score"), algorithm=True,
          title=f"best-of-{BEST_OF_N}")
 
-# the frontier (notebook 09, frontier.py): the runs that give each algorithm's points
-FRONTIER_RUNS = {"rlhf": ("rlhf_long", "rlhf_long_no_kl"), "rloo": ("rloo", "rloo_long_no_kl"),
+# the frontier (notebook 09, frontier.py): the runs that give each algorithm's points. Each RL method's are its
+# own run (the setting's lr, annealed) and a run as long as PPO's β = 0 one without a penalty. PPO's were notebook
+# 06's long pair (β fixed and β = 0, a constant lr of at least LONG_LR) before RLHF's run had a curve: a harder
+# push than RLHF's own, which read below it (fast seed 0 at 1 nat: 0.682 along the pair, 0.722 along RLHF's run;
+# default seed 0 at 0.5 nats 0.770 along the pair, where RLHF's run ends at 0.65 nats with 0.909)
+FRONTIER_RUNS = {"rlhf": ("rlhf", "rlhf_long_no_kl"), "rloo": ("rloo", "rloo_long_no_kl"),
                  "grpo": ("grpo", "grpo_long_no_kl"),
                  "dpo": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS)), "bon": ("bon",)}
