@@ -46,10 +46,9 @@ from ..sampling import sample_responses
 
 BOOTSTRAP_DRAWS = 400
 PERSONA_PAIR = ("helpful_first", "safety_first")   # notebook 08: two personas, a reward model each
-# notebook 09's frontier, read at a KL: each method's curves (PPO: its two long runs, β fixed and β = 0, each
-# along training; RLOO and GRPO: a run with β fixed and a long one with β = 0; DPO: the end of each β's run, with
-# SFT itself at KL 0; best-of-n across n), each ordered by KL and interpolated linearly; a method's value is its
-# best curve's
+# notebook 09's frontier, read at a KL: each method's curves (PPO, RLOO and GRPO: its own run, β fixed, and a long
+# one with β = 0, each along training; DPO: the end of each β's run, with SFT itself at KL 0; best-of-n across n),
+# each ordered by KL and interpolated linearly; a method's value is its best curve's
 FRONTIER_CURVES = {"PPO": ("rlhf", "rlhf_long_no_kl"), "RLOO": ("rloo", "rloo_long_no_kl"),
                    "GRPO": ("grpo", "grpo_long_no_kl"),
                    "DPO": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS))}

@@ -268,7 +268,8 @@ _dpo = dict(policy=Upstream("sft"), reference=Upstream("sft"), comparisons=Upstr
             heldout_samples=HELDOUT_SAMPLES, max_new_tokens=Setting("eval.max_new_tokens"),
             no_end_score=Setting("ppo.no_end_score"))
 register("dpo", dpo_stage, **_dpo, cfg=Setting("dpo"), algorithm=True, title="DPO")
-DPO_BETAS = (0.01, 0.03, 0.3, 1.0)   # the frontier: DPO across β (the "dpo" stage has the setting's own, 0.1)
+DPO_BETAS = (0.01, 0.03, 0.3, 1.0)   # the frontier: DPO across β (the "dpo" stage has the setting's own: fast's
+# 0.1, default's 1.0, whose run this sweep trains again with one held-out checkpoint: the same point drawn twice)
 for _beta in DPO_BETAS:   # the frontier reads each β's end (and its start, SFT itself): two measurements
     register(f"dpo_beta_{_beta:g}", dpo_stage, **{**_dpo, "heldout_checkpoints": 1}, cfg=Setting("dpo", beta=_beta),
              title=f"DPO, β = {_beta:g}")
