@@ -296,7 +296,8 @@ register("bon", best_of_n_stage, seed_offset=BEST_OF_SEED_OFFSET, policy=Upstrea
 # own run (the setting's lr, annealed) and a run as long as PPO's β = 0 one without a penalty. PPO's were notebook
 # 06's long pair (β fixed and β = 0, a constant lr of at least LONG_LR) before RLHF's run had a curve: a harder
 # push than RLHF's own, which read below it (fast seed 0 at 1 nat: 0.682 along the pair, 0.722 along RLHF's run;
-# default seed 0 at 0.5 nats 0.770 along the pair, where RLHF's run ends, 0.51 nats from SFT on its held-out curve, with 0.909)
+# default seed 0 at 0.5 nats 0.770 along the pair, where RLHF's run ends, 0.51 nats from SFT on its held-out
+# curve, with 0.909)
 FRONTIER_RUNS = {"rlhf": ("rlhf", "rlhf_long_no_kl"), "rloo": ("rloo", "rloo_long_no_kl"),
                  "grpo": ("grpo", "grpo_long_no_kl"),
                  "dpo": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS)), "bon": ("bon",)}
