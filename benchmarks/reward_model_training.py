@@ -10,9 +10,10 @@ first variant is the setting's own and reproduces the stage; two more train the 
 seeds: the spread any variant's Δ is to be read against (docs/measurements.md). If no variant moves held-out
 accuracy on every seed, and training accuracy is not far above it, the model is not short of training: it is at
 its capacity, or short of comparisons where gold's preference is small and the labels nearly random (notebook
-04's table by gold margin). The fast reward model with 1,200 rankings was not short of training: no variant here helped it on every
-seed, and 2,400 rankings did (settings.py). Nor did a reward model gain beyond seed noise from starting at the
-base model, which learned the facts in pretraining, rather than at SFT (settings.py has the values).
+04's table by gold margin). The fast reward model with 1,200 rankings was not short of training: no variant here
+helped it on every seed, and 2,400 rankings did (settings.py). Nor did a reward model gain beyond seed noise from
+starting at the base model, which learned the facts in pretraining, rather than at SFT (settings.py has the
+values).
 """
 from __future__ import annotations
 
