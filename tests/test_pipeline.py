@@ -98,8 +98,9 @@ MODULE_READERS = {
 SETTING_READERS = {"world": ALL, "model": AFTER_BASE, "pretrain": AFTER_BASE, "sft": AFTER_SFT,
                    "reward": AFTER_REWARD, "ppo": RL | GROUP, "ppo.no_end_score": RL | AFTER_PPO,
                    "dpo": {"dpo"}, "eval.max_new_tokens": AFTER_REWARD,
-                   # notebook 09's curves answer each held-out prompt as often as the evaluation does
-                   "eval.samples_per_prompt": {"dpo"} | GROUP}
+                   # notebook 09's curves answer each held-out prompt as often as the evaluation does: RLHF's
+                   # own run is one (and round 2 starts from it), RLHF without KL is not
+                   "eval.samples_per_prompt": {"dpo"} | GROUP | RL - {"rlhf_no_kl"}}
 
 
 def _keys(settings, home):
