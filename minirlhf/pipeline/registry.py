@@ -210,7 +210,8 @@ register("rlhf_ptx", ppo_stage, **PPO_ARGS, cfg=Setting("ppo", ptx_coef=Setting(
 # with β fixed it is 1.3–2.5 nats from SFT by step 8 in fast, and notebook 09's frontier, which drew PPO's curve
 # from this pair until RLHF's own run had a curve, reads each curve at 1 nat. With 6, PPO's curve had only a
 # straight line from SFT to its first point there, drawn above where PPO was: on fast seed 0 the line to
-# (1.55 nats, 0.782) read 0.740 at 1 nat; steps 2 and 4 measured (0.91, 0.686) and (1.13, 0.716). The training is the same (the held-out answers draw from their own random stream).
+# (1.55 nats, 0.782) read 0.740 at 1 nat; steps 2 and 4 measured (0.91, 0.686) and (1.13, 0.716). The training
+# is the same (the held-out answers draw from their own random stream).
 # RLOO's and GRPO's long β = 0 runs with 8 as well changed no claim of the fast ledger: they keep CHECKPOINTS, as
 # every other run with a held-out curve
 # The long runs keep their learning rate constant (anneal_lr=False), where every other RL run lets it fall to 0: they
