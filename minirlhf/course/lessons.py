@@ -40,7 +40,7 @@ from ..evaluate import document_nlls, response_kls, stage_metrics
 from ..frontier import kind_mean as headline_mean
 from ..labelers import PERSONAS, TIE, preference
 from ..labelers import disputed as is_disputed
-from ..pipeline.registry import BEST_OF_N, DPO_BETAS, FROZEN_LAYERS
+from ..pipeline.registry import BEST_OF_N, DPO_BETAS, FRONTIER_RUNS, FROZEN_LAYERS
 from ..reward import encode_dialogues, pair_agreements
 from ..sampling import sample_responses
 
@@ -48,10 +48,10 @@ BOOTSTRAP_DRAWS = 400
 PERSONA_PAIR = ("helpful_first", "safety_first")   # notebook 08: two personas, a reward model each
 # notebook 09's frontier, read at a KL: each method's curves (PPO, RLOO and GRPO: its own run, β fixed, and a long
 # one with β = 0, each along training; DPO: the end of each β's run, with SFT itself at KL 0; best-of-n across n),
-# each ordered by KL and interpolated linearly; a method's value is its best curve's
-FRONTIER_CURVES = {"PPO": ("rlhf", "rlhf_long_no_kl"), "RLOO": ("rloo", "rloo_long_no_kl"),
-                   "GRPO": ("grpo", "grpo_long_no_kl"),
-                   "DPO": ("dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS))}
+# each ordered by KL and interpolated linearly; a method's value is its best curve's. The runs are those of the
+# main job's frontier (registry.FRONTIER_RUNS), under notebook 09's names
+FRONTIER_CURVES = {title: FRONTIER_RUNS[algo] for title, algo in
+                   (("PPO", "rlhf"), ("RLOO", "rloo"), ("GRPO", "grpo"), ("DPO", "dpo"))}
 RUNS = ("base", "sft", "reward", "bon", "dpo", *(f"dpo_beta_{b:g}" for b in DPO_BETAS), "rloo", "grpo",
         "rloo_long_no_kl", "grpo_long_no_kl", "rlhf",
         "rlhf_ptx", "rlhf_fair_minded", "rlhf_frozen", "rlhf_frozen_embeddings", "reward_no_harmful",
