@@ -39,7 +39,7 @@ fast: setup
 # kernel), in the order tests/conftest.py sets (not xdist's, by number of tests); workers that need the same
 # trained run wait for the one training it (the stage cache's lock)
 test: setup
-	MINIRLHF_FAST=1 MINIRLHF_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --nbval-lax -p no:cacheprovider $(ARGS)
+	MINIRLHF_FAST=1 MINIRLHF_THREADS=1 MINIRLHF_JOBS=1 $(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --nbval-lax -p no:cacheprovider $(ARGS)
 
 # Outside `make test`: on each Python of PYTHONS (from pyenv or PATH), in its own .venv-<version>, the tests
 # of tests/ and a fast main job. Other Pythons than 3.11 download the PyPI build of torch (a CUDA build, GBs).

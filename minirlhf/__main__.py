@@ -1,8 +1,8 @@
 """Command line.
 
-    python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms A ...] [--frontier]
+    python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms A ...] [--frontier] [--jobs N]
                                                                train and evaluate every stage, write a report
-    python -m minirlhf lessons [--setting S] [--seeds 0 1 2] [--reruns 0 1 2]
+    python -m minirlhf lessons [--setting S] [--seeds 0 1 2] [--reruns 0 1 2] [--jobs N]
                                                                measure every lesson the course teaches
     python -m minirlhf repair [STAGE ...] [--setting S]         check cached stages, rebuild damaged ones
     python -m minirlhf grade SUBMISSIONS [--timeout S]         grade a folder of exercise notebooks
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from .pipeline.main import run
 
     run(settings, out_dir, device=args.device, algorithm_names=args.algorithms,
-        frontier=True if args.frontier else None)
+        frontier=True if args.frontier else None, jobs=args.jobs)
     return 0
 
 
@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--frontier", action="store_true",
                        help="also train the runs of notebook 09's gold-versus-KL frontier and plot it (on by "
                             "default in the fast and gpu settings; about an hour more in the default one)")
+    p_run.add_argument("--jobs", type=arguments.jobs, default=None, metavar="N",
+                       help="processes that train the stages side by side; the results are the same (default: "
+                            "MINIRLHF_JOBS, else one per core up to 2)")
     sub.add_parser("grade", help="grade a folder of submitted exercise notebooks (see --help of the subcommand)")
     sub.add_parser("lessons",
                    help="the lessons ledger: every lesson as a measured claim (see --help of the subcommand)")

@@ -9,6 +9,7 @@ from minirlhf.tokenizer import build_tokenizer
 # one thread everywhere, also in the notebook kernels nbval starts (they inherit the environment) and in
 # every Pipeline: the last digits of results depend on the thread count, and the tests compare them exactly
 os.environ.setdefault("MINIRLHF_THREADS", "1")
+os.environ.setdefault("MINIRLHF_JOBS", "1")   # one process a main job: the tests already use every core (make test)
 torch.set_num_threads(int(os.environ["MINIRLHF_THREADS"]))
 
 

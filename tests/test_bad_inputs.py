@@ -30,6 +30,8 @@ CLI_CASES = [   # argv, the message its one line must hold
     (["run", "--out", "{file}"], r"the run folder .*a_file is a file: give a folder"),
     (["run", "--out", "{file}/below"], r"cannot write in the run folder .*a_file/below \(Not a directory\)"),
     (["run", "--out", "/proc/minirlhf"], r"cannot write in the run folder /proc/minirlhf"),
+    (["run", "--jobs", "0"], r"argument --jobs: 0 is out of range: a number of processes is a whole number from 1"),
+    (["lessons", "--jobs", "two"], r"argument --jobs: 'two' is not a whole number"),
     (["repair", "nothing"], r"no stage named nothing; registered stages: world, base, sft"),
     (["repair", "--seed", "2.5"], r"argument --seed: '2.5' is not a whole number"),
     (["lessons", "--seeds", "0", "x"], r"argument --seeds: 'x' is not a whole number"),
@@ -79,6 +81,7 @@ ENV_CASES = [   # variables, the message
     ({"MINIRLHF_SETTING": "huge"}, r"MINIRLHF_SETTING='huge' is not a setting; use one of \['default', 'fast', 'gpu'\]"),
     ({"MINIRLHF_THREADS": "two"}, r"MINIRLHF_THREADS='two' is not a positive whole number of threads"),
     ({"MINIRLHF_THREADS": "0"}, r"MINIRLHF_THREADS='0' is not a positive whole number"),
+    ({"MINIRLHF_JOBS": "all"}, r"MINIRLHF_JOBS='all' is not a positive whole number of processes"),
     ({"MINIRLHF_HOME": "{file}"}, r"the run folder .*a_file/fast is a file|cannot write in the run folder .*a_file"),
 ]
 

@@ -55,8 +55,9 @@ def test_metrics_json_has_what_the_course_promises(fast_metrics):
     assert {"world", "base", "sft", "reward", "rlhf", "evaluation", "this_run"} <= set(saved["timing_s"])
     for f in ("report.md", "losses.png", "ppo.png", "stages.png", "frontier.png"):
         assert (home / f).stat().st_size > 0
-    # the thread count the results were computed with (the tests pin 1: conftest.py), in the metrics and report
-    assert saved["threads"] == 1 and "(1 CPU thread)" in (home / "report.md").read_text().splitlines()[0]
+    # the threads the results were computed with and the processes (the tests pin 1 and 1: conftest.py)
+    assert saved["threads"] == 1 and saved["jobs"] == 1
+    assert "(1 CPU thread a process, 1 process)" in (home / "report.md").read_text().splitlines()[0]
 
 
 def test_the_report_says_where_the_short_beta_0_run_stopped(fast_metrics):

@@ -1,6 +1,6 @@
 """The lessons ledger: every lesson the course teaches, as a claim measured on the registry's runs.
 
-    python -m minirlhf lessons [--setting fast|default|gpu] [--seeds 0 1 2] [--reruns 0 1 2] [--out DIR]
+    python -m minirlhf lessons [--setting fast|default|gpu] [--seeds 0 1 2] [--reruns 0 1 2] [--out DIR] [--jobs N]
 
 A claim is a number computed from named runs (pipeline/registry.py) and a margin fixed here, in
 the source, before measuring. Its standard error (SE) comes from a paired bootstrap: the held-out
@@ -133,9 +133,14 @@ RM_JUDGED_AGAINST_SFT = {f"{key}_vs_sft": RM_JUDGED_ON[key] for key in
                          ("round1_on_policy", "round2_on_policy", "round1_on_hacked", "round2_on_hacked")}
 
 
+def runs_of(claims=None) -> list[str]:
+    """The runs the claims read (default: every claim's), upstream first (RUNS's order)."""
+    return sorted({r for c in (CLAIMS if claims is None else claims) for r in c.runs}, key=RUNS.index)
+
+
 def train_runs(pipe, claims=None) -> None:
     """Train (or load) the runs the claims read (default: every claim's), before any no-grad measuring."""
-    for name in sorted({r for c in (CLAIMS if claims is None else claims) for r in c.runs}, key=RUNS.index):
+    for name in runs_of(claims):
         pipe.stage_dir(name)
 
 
@@ -719,6 +724,7 @@ def check(pipe, names: list[str]) -> list[dict]:
 
 def main(argv=None) -> int:
     from ..pipeline import arguments
+    from ..pipeline.jobs import cpu_jobs, helpers
     from ..pipeline.stages import RERUN_STRIDE, Pipeline
     from ..settings import PRESETS
 
@@ -733,22 +739,27 @@ def main(argv=None) -> int:
                              "from one training run to the next (each rerun trains all its runs: --reruns 0 1 2)")
     parser.add_argument("--out", default=None, help="the stage cache (default: runs/<setting>, as `run` uses)")
     parser.add_argument("--device", type=arguments.device, default=None)
+    parser.add_argument("--jobs", type=arguments.jobs, default=None, metavar="N",
+                        help="processes that train the runs side by side; the results are the same (default: "
+                             "MINIRLHF_JOBS, else one per core up to 2)")
     args = parser.parse_args(argv)
     if len(set(args.reruns)) < len(args.reruns):
         parser.error(f"--reruns {' '.join(map(str, args.reruns))}: name each rerun once")
     if max(args.reruns) and max(args.seeds) + RERUN_STRIDE * (max(args.reruns) + 1) > arguments.MAX_SEED:
         parser.error(f"seed {max(args.seeds)} with rerun {max(args.reruns)} takes seeds above {arguments.MAX_SEED}: "
                      "choose a smaller seed or rerun")
-    results = []
+    results, jobs = [], args.jobs
     for seed in args.seeds:
         settings, out_dir = arguments.resolve(parser, args.setting, seed, args.out)
+        jobs = jobs or cpu_jobs()
         for rerun in args.reruns:
             # sets the CPU threads; rebuilds a damaged stage
             pipe = Pipeline(settings, out_dir, args.device, repair=True, rerun=rerun)
             which = f"seed {seed}" + (f", rerun {rerun}" if rerun else "")
             print(f"[lessons] setting {pipe.settings.name!r}, {which}: measuring (trains what is not cached)",
                   flush=True)
-            run_results = [{**r, "rerun": rerun} for r in evaluate_claims(measure(pipe))]
+            with helpers(settings, out_dir, args.device, runs_of(), jobs, rerun):
+                run_results = [{**r, "rerun": rerun} for r in evaluate_claims(measure(pipe))]
             name = f"lessons-seed{seed}" + (f"-rerun{rerun}" if rerun else "")
             (pipe.out_dir / f"{name}.json").write_text(json.dumps(run_results, indent=1))
             results += run_results

@@ -9,6 +9,7 @@ from ..settings import Settings, get_settings
 from ..training import pick_device
 from .cache import check_home
 from .stages import RERUN_STRIDE, default_home
+from .jobs import cpu_jobs
 from .threads import cpu_threads
 
 MAX_SEED = 2**31 - 1   # every random generator the course seeds (Python's, torch's, the world's) takes it
@@ -36,6 +37,11 @@ def rerun(text: str) -> int:
     return _whole_number(text, 0, top, f"a rerun is a whole number from 0 (the setting's own runs) to {top}")
 
 
+def jobs(text: str) -> int:
+    """argparse type: a number of processes (jobs.py), a whole number from 1 to 64."""
+    return _whole_number(text, 1, 64, "a number of processes is a whole number from 1 to 64")
+
+
 def device(text: str) -> str:
     """argparse type: a device this machine has."""
     try:
@@ -52,6 +58,7 @@ def resolve(parser: argparse.ArgumentParser, setting: str | None, seed: int | No
     try:
         settings = get_settings(setting, seed)
         cpu_threads()   # MINIRLHF_THREADS
+        cpu_jobs()      # MINIRLHF_JOBS
         out_dir = Path(out) if out else default_home() / settings.name
         check_home(out_dir)
     except ValueError as e:

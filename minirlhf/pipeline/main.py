@@ -2,6 +2,7 @@
 the simulated humans; writes metrics.json, samples.json, report.md and plots to the run folder.
 
     python -m minirlhf run [--fast] [--out DIR] [--seed N] [--algorithms ppo dpo rloo grpo bon ...] [--frontier]
+                           [--jobs N]
 """
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ from ..frontier import best_of_n_points, curve_points, fit_gao, plot_frontier
 from ..sampling import sample_responses
 from ..settings import Settings, get_settings
 from . import cache
+from .jobs import cpu_jobs, helpers
 from .registry import ALIASES, FRONTIER_RUNS, STAGES, algorithms
 from .report import save, write_report
 from .stages import Pipeline
 
 
 def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = None, device=None,
-        algorithm_names: list[str] | None = None, frontier: bool | None = None) -> dict:
+        algorithm_names: list[str] | None = None, frontier: bool | None = None, jobs: int | None = None) -> dict:
     """Train (or load) every stage the main job needs, evaluate the policies, write the report; returns
     the metrics. `setting`: a name ("fast", "default", "gpu"), Settings, or None for the environment's.
-    `frontier` (default: the setting's): also train the frontier's runs and plot it (notebook 09)."""
+    `frontier` (default: the setting's): also train the frontier's runs and plot it (notebook 09).
+    `jobs` (default: jobs.cpu_jobs()): processes that train the stages (jobs.py); the results are the same."""
     settings = setting if isinstance(setting, Settings) else get_settings(setting, seed)
     algos = [ALIASES.get(a, a) for a in algorithm_names] if algorithm_names else algorithms()
     unknown = [a for a in algos if a not in algorithms()]
@@ -33,17 +36,20 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     # sets the CPU threads (pipeline/threads.py); a damaged stage is rebuilt, with what depends on it (cache.py)
     pipe = Pipeline(settings, out_dir, device, repair=True)
     cache.remove_leftovers(pipe.out_dir)   # the temporary folders of killed runs
+    jobs = cpu_jobs() if jobs is None else jobs
     print(f"[minirlhf] setting {settings.name!r}, seed {settings.seed}, device {pipe.device} "
-          f"({pipe.threads} CPU thread{'s' * (pipe.threads > 1)}), output {pipe.out_dir}")
+          f"({pipe.threads} CPU thread{'s' * (pipe.threads > 1)}, {jobs} process{'es' * (jobs > 1)}), "
+          f"output {pipe.out_dir}")
     start = time.time()
-    models = {"base": pipe.model("base"), "sft": pipe.model("sft")}
-    pipe.stage_dir("reward")
-    models.update({a: pipe.model(a) for a in algos})
     with_frontier = settings.frontier if frontier is None else frontier
     frontier_algos = [a for a in algos if a in FRONTIER_RUNS] if with_frontier else []
-    for a in frontier_algos:   # trained here, so that their times are in timing_s and "this_run"
-        for name in FRONTIER_RUNS[a]:
+    # the frontier's runs are trained here, so that their times are in timing_s and "this_run"
+    frontier_runs = [name for a in frontier_algos for name in FRONTIER_RUNS[a]]
+    names = list(dict.fromkeys(["base", "sft", "reward", *algos, *frontier_runs]))
+    with helpers(settings, pipe.out_dir, device, names, jobs, pipe.rerun) as built_by_helpers:
+        for name in names:
             pipe.stage_dir(name)
+    models = {name: pipe.model(name) for name in ["base", "sft", *algos]}
 
     eval_start = time.time()
     ev, tok, reqs = settings.eval, pipe.tokenizer, pipe.requests("eval")
@@ -80,6 +86,7 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     used = pipe.used   # every stage this run built or loaded, upstream first
     metrics = {
         "setting": settings.name, "seed": settings.seed, "device": str(pipe.device), "threads": pipe.threads,
+        "jobs": jobs,
         "n_params": pipe.log("base")["n_params"], "algorithms": algos,
         "stages": stages,
         "reward_model": {**{f"heldout_{k}": v for k, v in rm_log["heldout"].items()},
@@ -91,7 +98,7 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
         # each stage's own training time, whenever it was trained; "built_this_run" says which were
         "timing_s": {**{name: pipe.log(name)["seconds"] for name in used}, "evaluation": time.time() - eval_start,
                      "this_run": time.time() - start},
-        "built_this_run": list(pipe.built),
+        "built_this_run": pipe.built + built_by_helpers,
     }
     if frontier_algos:
         metrics["frontier"] = frontier_of(pipe, frontier_algos)

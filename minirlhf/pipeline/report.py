@@ -63,7 +63,8 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
 
     st, rm, tax, t = metrics["stages"], metrics["reward_model"], metrics["alignment_tax"], metrics["timing_s"]
     lines = [f"# minirlhf run: setting `{metrics['setting']}`, seed {metrics['seed']}, device {metrics['device']} "
-             f"({metrics['threads']} CPU thread{'s' * (metrics['threads'] > 1)})",
+             f"({metrics['threads']} CPU thread{'s' * (metrics['threads'] > 1)} a process, "
+             f"{metrics['jobs']} process{'es' * (metrics['jobs'] > 1)})",
              "", f"Model: {metrics['n_params']:,} parameters. This run took {t['this_run']:.0f} s.", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in METRICS:
@@ -104,7 +105,7 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
         lines += ["", "![frontier](frontier.png)", ""]
     built = metrics["built_this_run"]
     stages = [k for k in t if k not in ("evaluation", "this_run")]
-    lines += ["## Times (seconds: each stage's own training time)", "", "| stage | seconds | |", "|---|---|---|"]
+    lines += ["## Times (seconds: each stage's own training time, on whichever process trained it)", "", "| stage | seconds | |", "|---|---|---|"]
     lines += [f"| {k} | {t[k]:.1f} | {'trained in this run' if k in built else 'cached, built earlier'} |"
               for k in stages]
     lines += [f"| evaluation | {t['evaluation']:.1f} | this run |", f"| **this run, in all** | {t['this_run']:.1f} | |"]

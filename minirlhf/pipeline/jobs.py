@@ -1,0 +1,82 @@
+"""More than one process for the stages of one run: `python -m minirlhf run --jobs N`, `lessons --jobs N`.
+
+Below the reward model most of a run's stages are independent (every algorithm, the frontier's runs, the
+ledger's). With N jobs, N − 1 helper processes walk the same list of stages from other starting points while
+the calling process walks it in order. Whichever process reaches a stage first trains it; one that reaches a
+stage another is building waits for it and then loads it (cache.py's lock). So each stage is trained once, with
+its own seed (registry.py), to the same weights whichever process trains it: N changes the wall time, not
+the results.
+
+The default, measured on an idle 2-core machine (README, `make fast`): one process per core there, since a
+process of one thread loses only its share of a core that something else uses (threads.py's threads, which
+wait for each other, lose far more); at most 2, as more were not measured. MINIRLHF_JOBS overrides it.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from contextlib import contextmanager
+
+from .threads import cpu_threads
+
+MAX_JOBS = 2
+
+
+def cpu_jobs() -> int:
+    """MINIRLHF_JOBS if set, else the cores over each process's threads, from 1 to MAX_JOBS."""
+    value = os.environ.get("MINIRLHF_JOBS")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"MINIRLHF_JOBS={value!r} is not a positive whole number of processes; "
+                             f"unset it to use up to {MAX_JOBS} on a machine with the cores for them")
+        return int(value)
+    return max(1, min((os.cpu_count() or 1) // cpu_threads(), MAX_JOBS))
+
+
+def walking_orders(names: list[str], jobs: int) -> list[list[str]]:
+    """The order in which each helper walks `names`: from the end, each starting at its own share of the list,
+    so that the helpers and the caller (who walks it from the start) meet as late as they can."""
+    backwards = names[::-1]
+    helpers = jobs - 1
+    return [backwards[i * len(names) // helpers:] + backwards[:i * len(names) // helpers] for i in range(helpers)]
+
+
+def _walk(settings, out_dir, device, names: list[str], rerun: int, job: int, built) -> None:
+    os.environ["TQDM_DISABLE"] = "1"   # one set of progress bars on the terminal: the caller's
+    from .stages import Pipeline
+
+    pipe = Pipeline(settings, out_dir, device, repair=True, rerun=rerun)
+    try:
+        for name in names:
+            pipe.stage_dir(name)
+            if name in pipe.built:
+                print(f"[job {job}] trained {name} in {pipe.log(name)['seconds']:.0f} s", flush=True)
+    finally:
+        built.put(pipe.built)   # what this helper trained, upstream stages too
+
+
+@contextmanager
+def helpers(settings, out_dir, device, names: list[str], jobs: int, rerun: int = 0):
+    """Within the block, jobs − 1 processes train `names` beside the caller (who trains or loads every one of
+    them itself, so that nothing it reads is missing if a helper fails). Yields a list that, once the block is
+    left, holds the stages the helpers trained. Leaving the block waits for the helpers; an error in the block
+    (Ctrl-C too) stops them, and the next run removes what they left half-done (cache.remove_leftovers)."""
+    context = multiprocessing.get_context("spawn")   # a fresh interpreter: no copy of the caller's threads
+    reports = context.SimpleQueue()
+    procs = [context.Process(target=_walk, args=(settings, out_dir, device, order, rerun, i + 2, reports),
+                             daemon=True)
+             for i, order in enumerate(walking_orders(names, jobs))]
+    for p in procs:
+        p.start()
+    built: list[str] = []
+    try:
+        yield built
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        for p in procs:
+            p.join()
+    while not reports.empty():
+        built += reports.get()
