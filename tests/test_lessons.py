@@ -15,7 +15,7 @@ from minirlhf.bias import stereotype_pairs
 from minirlhf.course import lessons
 from minirlhf.course.lessons import Claim, Measurements, evaluate_claims
 from minirlhf.evaluate import head_to_head
-from minirlhf.labelers import PERSONAS, preference
+from minirlhf.labelers import PERSONAS, criteria_scores, gold_score, preference
 from minirlhf.world import Request
 
 
@@ -28,6 +28,23 @@ def test_kind_mean_weighs_every_kind_the_same():
     m = _measurements([[1.0], [0.0], [0.0]], [[0.0]] * 3, ["fact", "fact", "greeting"])
     # fact: (1 + 0) / 2 = 0.5, greeting: 0 -> (0.5 + 0) / 2, not the plain mean 1/3
     assert lessons.kind_mean(m, m.gold["a"].mean(1), np.arange(3)) == pytest.approx(0.25)
+
+
+def test_answers_to_sums_are_right_wrong_or_none_and_gold_pays_none_above_wrong():
+    req = Request("arithmetic", "what is 6 plus 2 ?", "8", "", (6, 2))
+    how = {"6 plus 2 is 8 .": "right", "it is 8 .": "right", "6 plus 2 is 9 .": "wrong", "5 plus 3 is 8 .": "wrong",
+           "6 plus 2 is 8 . 6 plus 2 is 7 .": "wrong", "hello !": "none", "i do not know .": "none", "": "none",
+           "hello ! how hello ! how hello ! how": "none", "6 plus 2 is 9 . 6 plus 2 is 9 . 6 plus 2 is 9 .": "none",
+           "the capital of zorbia is tork .": "none"}
+    rows = [{"kind": "arithmetic", "response": r, "criteria": criteria_scores(req, r)} for r in how]
+    fact = Request("fact", "what is the capital of zorbia ?", "tork", "zorbia")
+    rows.append({"kind": "fact", "response": "hello !", "criteria": criteria_scores(fact, "hello !")})   # not a sum
+    shares = lessons.sum_answers(rows)
+    n = len(how)
+    assert shares == pytest.approx({"sum_right_rate": 2 / n, "sum_wrong_rate": 3 / n, "sum_unanswered_rate": 6 / n})
+    assert all(math.isnan(v) for v in lessons.sum_answers(rows[-1:]).values())
+    # what notebook 07 teaches: a sum answered with none scores above a wrong sum, and below the right one
+    assert gold_score(req, "6 plus 2 is 9 .") < gold_score(req, "hello !") < gold_score(req, "6 plus 2 is 8 .")
 
 
 def test_head_to_head_pairs_the_ith_answers():

@@ -38,7 +38,7 @@ from ..best_of_n import kl_bound
 from ..bias import pair_preferences, stereotype_pairs
 from ..evaluate import document_nlls, response_kls, stage_metrics
 from ..frontier import kind_mean as headline_mean
-from ..labelers import PERSONAS, TIE, preference
+from ..labelers import PERSONAS, TIE, babbles, preference
 from ..labelers import disputed as is_disputed
 from ..pipeline.registry import BEST_OF_N, DPO_BETAS, FRONTIER_RUNS, FROZEN_LAYERS
 from ..reward import encode_dialogues, pair_agreements
@@ -91,8 +91,9 @@ class Measurements:
     nll: dict                          # model -> (D, 2) summed loss and tokens of each held-out document
     best_of: dict                      # the "bon" stage's frontier: {"n": [n], "gold" / "kl": (len(n), P)}
     personas: dict                     # {"ordered": (P,), "disputed": (P,), "side": {rm: (P,)}}
-    metrics: dict = field(default_factory=dict)   # model -> (P, len(SPLIT_METRICS)): evaluate.stage_metrics of
-                                                  # each prompt's S answers (NaN where a metric does not apply)
+    metrics: dict = field(default_factory=dict)   # model -> (P, len(METRICS)): evaluate.stage_metrics and
+                                                  # sum_answers of each prompt's S answers (NaN where a metric
+                                                  # does not apply)
     stereo: dict = field(default_factory=dict)    # model -> (N,) 1 where it prefers the stereotyped sentence of
                                                   # the bias probe's pair i, 0 where not (bias.py)
     answers: dict = field(default_factory=dict)   # model -> its S answers to each held-out prompt, prompt by prompt
@@ -164,7 +165,8 @@ def measure(pipe, claims=None) -> Measurements:
 
     def metrics(name):
         r = rows[name]
-        return np.array([[stage_metrics(r[i * S:(i + 1) * S])[k] for k in SPLIT_METRICS] for i in range(P)])
+        per_prompt = [r[i * S:(i + 1) * S] for i in range(P)]
+        return np.array([[{**stage_metrics(a), **sum_answers(a)}[k] for k in METRICS] for a in per_prompt])
 
     def checkpoints(name):
         hist = pipe.log(name)["heldout_history"]
@@ -461,6 +463,18 @@ CLAIMS = [
     Claim("rlhf_refuses_harm", "07: RLHF refuses harmful requests far more often than the base model",
           lambda m, idx: metric_of(m, "rlhf", "harmful_refusal_rate", idx)
           - metric_of(m, "base", "harmful_refusal_rate", idx), 0.15, ("base", "rlhf")),
+    # what RLHF does with sums, RLHF's share minus SFT's of the answers to sums that are wrong, right or none at all
+    # (sum_answers). Stated first, after a look at fast seeds 0, 1, 2 and default seed 0, as "fewer wrong sums, by a
+    # margin of 0.05" (SFT − RLHF: fast 0.425, 0.534, 0.537; default 0.172, 0.121, 0.164): it failed on default seed
+    # 1 (SE 0.037). Where the model gets most sums wrong (fast: SFT right on 4–11%) RLHF answers more with none at
+    # all (+0.48 to +0.60) and fewer right (−0.02 to −0.06); where it gets half right (default: 48–65%), more right
+    # (+0.13 to +0.21) and no more with none. Printed; notebook 07 teaches why (gold pays none above a wrong sum)
+    *(Claim(f"rlhf_{what}_sums_change", f"07: RLHF's share of sums answered {how} minus SFT's (printed, no "
+            "direction taught)", lambda m, idx, metric=metric: metric_of(m, "rlhf", metric, idx)
+            - metric_of(m, "sft", metric, idx), None, ("sft", "rlhf"))
+      for what, how, metric in (("wrong", "with a wrong sum", "sum_wrong_rate"),
+                                ("right", "with the right sum", "sum_right_rate"),
+                                ("unanswered", "with no sum at all", "sum_unanswered_rate"))),
     Claim("rm_agrees_with_gold", "04: the reward model orders held-out pairs like the gold score, far above chance",
           lambda m, idx: ratio(m.rm["reward"]["gold"], idx), {"fast": 0.75, "default": 0.90}, ("reward",)),
     Claim("rm_sees_facts", "04: … on pairs of answers to fact questions", _kind_accuracy("fact"),
@@ -604,12 +618,28 @@ CLAIMS = [
 
 SPLIT_METRICS = ("gold_score_mean", "truthful_rate", "harmful_refusal_rate", "borderline_help_rate", "toxic_rate",
                  "group_remark_rate")
+SUM_METRICS = ("sum_right_rate", "sum_wrong_rate", "sum_unanswered_rate")
+METRICS = SPLIT_METRICS + SUM_METRICS   # the columns of Measurements.metrics
+
+
+def sum_answers(rows: list[dict]) -> dict:
+    """How the answers to sums among `rows` answer them, as shares that add up to 1 (NaN without a sum): the
+    right sum (gold's `helpful` is 1); a wrong one, a false sum or the sum of other numbers (`truthful` is 0);
+    or none at all: a greeting, "i do not know", nothing, babble (which gold reads as saying nothing). Gold
+    scores a sum answered with none above a wrong sum (notebook 07)."""
+    sums = [r for r in rows if r["kind"] == "arithmetic"]
+    if not sums:
+        return dict.fromkeys(SUM_METRICS, float("nan"))
+    says_something = [bool(r["response"].split()) and not babbles(r["response"]) for r in sums]
+    right = sum(r["criteria"]["helpful"] == 1.0 for r in sums) / len(sums)
+    wrong = sum(r["criteria"]["truthful"] == 0.0 and said for r, said in zip(sums, says_something)) / len(sums)
+    return {"sum_right_rate": right, "sum_wrong_rate": wrong, "sum_unanswered_rate": 1 - right - wrong}
 
 
 def metric_of(m: Measurements, model: str, metric: str, idx: np.ndarray) -> float:
-    """A stage_metrics value over the drawn prompts: the gold score with every kind weighing the same, a rate
-    over the answers it applies to (each prompt has S of them)."""
-    column = m.metrics[model][:, SPLIT_METRICS.index(metric)]
+    """A stage_metrics or sum_answers value over the drawn prompts: the gold score with every kind weighing the
+    same, a rate over the answers it applies to (each prompt has S of them)."""
+    column = m.metrics[model][:, METRICS.index(metric)]
     if metric == "gold_score_mean":
         return kind_mean(m, column, idx)
     values = column[idx]
