@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                             + ", ".join(f"{k} = {v}" for k, v in ALIASES.items()) + ")")
     p_run.add_argument("--frontier", action="store_true",
                        help="also train the runs of notebook 09's gold-versus-KL frontier and plot it (on by "
-                            "default in the fast and gpu settings; about an hour more in the default one)")
+                            "default in the gpu setting; fast: about 4 min more on one CPU core, default: more than "
+                            "an hour)")
     p_run.add_argument("--jobs", type=arguments.jobs, default=None, metavar="N",
                        help="processes that train the stages side by side; the results are the same (default: "
                             "MINIRLHF_JOBS, else one per core up to 2)")
