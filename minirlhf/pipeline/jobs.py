@@ -13,9 +13,14 @@ wait for each other, lose far more); at most 2, as more were not measured. MINIR
 """
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 from .threads import cpu_threads
 
@@ -41,18 +46,26 @@ def walking_orders(names: list[str], jobs: int) -> list[list[str]]:
     return [backwards[i * len(names) // helpers:] + backwards[:i * len(names) // helpers] for i in range(helpers)]
 
 
-def _walk(settings, out_dir, device, names: list[str], rerun: int, job: int, built) -> None:
-    os.environ["TQDM_DISABLE"] = "1"   # one set of progress bars on the terminal: the caller's
+def _walk(settings, out_dir, device, names: list[str], rerun: int, job: int) -> list[str]:
+    """A helper's work: train or load `names` in this order; returns the stages it trained."""
     from .stages import Pipeline
 
     pipe = Pipeline(settings, out_dir, device, repair=True, rerun=rerun)
+    for name in names:
+        pipe.stage_dir(name)
+        if name in pipe.built:
+            print(f"[job {job}] trained {name} in {pipe.log(name)['seconds']:.0f} s", flush=True)
+    return pipe.built   # upstream stages too
+
+
+def _helper_main() -> None:
+    """A helper process: its arguments come pickled on stdin; the stages it trained go to the file named last."""
+    *args, report = pickle.load(sys.stdin.buffer)
+    built: list[str] = []
     try:
-        for name in names:
-            pipe.stage_dir(name)
-            if name in pipe.built:
-                print(f"[job {job}] trained {name} in {pipe.log(name)['seconds']:.0f} s", flush=True)
+        built = _walk(*args)
     finally:
-        built.put(pipe.built)   # what this helper trained, upstream stages too
+        Path(report).write_text(json.dumps(built))
 
 
 @contextmanager
@@ -60,23 +73,28 @@ def helpers(settings, out_dir, device, names: list[str], jobs: int, rerun: int =
     """Within the block, jobs − 1 processes train `names` beside the caller (who trains or loads every one of
     them itself, so that nothing it reads is missing if a helper fails). Yields a list that, once the block is
     left, holds the stages the helpers trained. Leaving the block waits for the helpers; an error in the block
-    (Ctrl-C too) stops them, and the next run removes what they left half-done (cache.remove_leftovers)."""
-    context = multiprocessing.get_context("spawn")   # a fresh interpreter: no copy of the caller's threads
-    reports = context.SimpleQueue()
-    procs = [context.Process(target=_walk, args=(settings, out_dir, device, order, rerun, i + 2, reports),
-                             daemon=True)
-             for i, order in enumerate(walking_orders(names, jobs))]
-    for p in procs:
-        p.start()
-    built: list[str] = []
-    try:
-        yield built
-    except BaseException:
-        for p in procs:
-            p.terminate()
-        raise
-    finally:
-        for p in procs:
-            p.join()
-    while not reports.empty():
-        built += reports.get()
+    (Ctrl-C too) stops them, and the next run removes what they left half-done (cache.remove_leftovers).
+
+    A helper is a fresh `python -c` (not multiprocessing's spawn, which would run the caller's script again
+    in it where that script does not guard its top level with `if __name__ == "__main__"`)."""
+    env = {**os.environ, "TQDM_DISABLE": "1"}   # one set of progress bars on the terminal: the caller's
+    with tempfile.TemporaryDirectory() as tmp:
+        procs, reports = [], []
+        for i, order in enumerate(walking_orders(names, jobs)):
+            reports.append(Path(tmp) / f"job{i + 2}.json")
+            procs.append(subprocess.Popen([sys.executable, "-c", "from minirlhf.pipeline.jobs import _helper_main; "
+                                           "_helper_main()"], stdin=subprocess.PIPE, env=env))
+            procs[-1].stdin.write(pickle.dumps((settings, out_dir, device, order, rerun, i + 2, str(reports[-1]))))
+            procs[-1].stdin.close()
+        built: list[str] = []
+        try:
+            yield built
+        except BaseException:
+            for p in procs:
+                p.terminate()
+            raise
+        finally:
+            for p in procs:
+                p.wait()
+        for report in reports:
+            built += json.loads(report.read_text()) if report.exists() else []
