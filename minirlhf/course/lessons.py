@@ -778,10 +778,10 @@ def main(argv=None) -> int:
     if max(args.reruns) and max(args.seeds) + RERUN_STRIDE * (max(args.reruns) + 1) > arguments.MAX_SEED:
         parser.error(f"seed {max(args.seeds)} with rerun {max(args.reruns)} takes seeds above {arguments.MAX_SEED}: "
                      "choose a smaller seed or rerun")
-    results, jobs = [], args.jobs
+    results = []
     for seed in args.seeds:
         settings, out_dir = arguments.resolve(parser, args.setting, seed, args.out)
-        jobs = jobs or cpu_jobs()
+        jobs = args.jobs or cpu_jobs()   # MINIRLHF_JOBS, which resolve has checked
         for rerun in args.reruns:
             # sets the CPU threads; rebuilds a damaged stage
             pipe = Pipeline(settings, out_dir, args.device, repair=True, rerun=rerun)
