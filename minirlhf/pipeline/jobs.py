@@ -22,20 +22,15 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .threads import cpu_threads
+from .threads import count_from_env, cpu_threads
 
 MAX_JOBS = 2
 
 
 def cpu_jobs() -> int:
     """MINIRLHF_JOBS if set, else the cores over each process's threads, from 1 to MAX_JOBS."""
-    value = os.environ.get("MINIRLHF_JOBS")
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"MINIRLHF_JOBS={value!r} is not a positive whole number of processes; "
-                             f"unset it to use up to {MAX_JOBS} on a machine with the cores for them")
-        return int(value)
-    return max(1, min((os.cpu_count() or 1) // cpu_threads(), MAX_JOBS))
+    jobs = count_from_env("MINIRLHF_JOBS", "processes", f"to use up to {MAX_JOBS} on a machine with the cores for them")
+    return jobs or max(1, min((os.cpu_count() or 1) // cpu_threads(), MAX_JOBS))
 
 
 def walking_orders(names: list[str], jobs: int) -> list[list[str]]:

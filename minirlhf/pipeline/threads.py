@@ -18,15 +18,20 @@ import torch
 MAX_THREADS = 4
 
 
+def count_from_env(name: str, what: str, unset: str) -> int | None:
+    """The environment variable `name` as a count of `what` (None if unset); a bad value says what `unset` does."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r} is not a positive whole number of {what}; unset it {unset}")
+    return int(value)
+
+
 def cpu_threads() -> int:
     """MINIRLHF_THREADS if set, else max(1, min(cores − 1, 4))."""
-    value = os.environ.get("MINIRLHF_THREADS")
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"MINIRLHF_THREADS={value!r} is not a positive whole number of threads; "
-                             "unset it to use every core but one")
-        return int(value)
-    return max(1, min((os.cpu_count() or 1) - 1, MAX_THREADS))
+    threads = count_from_env("MINIRLHF_THREADS", "threads", "to use every core but one")
+    return threads or max(1, min((os.cpu_count() or 1) - 1, MAX_THREADS))
 
 
 def use_cpu_threads(device: torch.device) -> int:
