@@ -8,8 +8,8 @@ from pathlib import Path
 from ..settings import Settings, get_settings
 from ..training import pick_device
 from .cache import check_home
-from .stages import RERUN_STRIDE, default_home
 from .jobs import cpu_jobs
+from .stages import RERUN_STRIDE, default_home
 from .threads import cpu_threads
 
 MAX_SEED = 2**31 - 1   # every random generator the course seeds (Python's, torch's, the world's) takes it

@@ -105,7 +105,8 @@ def write_report(out: Path, metrics: dict, rows: dict, logs: dict, titles: dict)
         lines += ["", "![frontier](frontier.png)", ""]
     built = metrics["built_this_run"]
     stages = [k for k in t if k not in ("evaluation", "this_run")]
-    lines += ["## Times (seconds: each stage's own training time, on whichever process trained it)", "", "| stage | seconds | |", "|---|---|---|"]
+    lines += ["## Times (seconds: each stage's own training time, on whichever process trained it)", "",
+              "| stage | seconds | |", "|---|---|---|"]
     lines += [f"| {k} | {t[k]:.1f} | {'trained in this run' if k in built else 'cached, built earlier'} |"
               for k in stages]
     lines += [f"| evaluation | {t['evaluation']:.1f} | this run |", f"| **this run, in all** | {t['this_run']:.1f} | |"]
