@@ -139,6 +139,57 @@ def test_round_two_is_judged_on_pairs_of_a_policy_answer_and_an_sft_answer(monke
     assert out["by_kind"]["arithmetic"].sum() == 0
 
 
+def test_each_run_answers_from_its_own_stream_the_same_in_every_process():
+    """A head-to-head pairs the i-th answers of two runs: they must be independent draws. From one shared stream,
+    two runs that agree on a prompt write the same text; so each run has a seed of its own, fixed by its name
+    (not Python's hash of it, which changes from process to process), apart from the training streams."""
+    from minirlhf.pipeline.registry import STAGES
+    from minirlhf.pipeline.stages import RERUN_STRIDE
+    from minirlhf.settings import get_settings
+    st = get_settings("fast", 3)
+    seeds = {name: st.answer_seed(name) for name in STAGES}
+    assert len(set(seeds.values())) == len(seeds)
+    # CRC-32 of "sft" is 0xCD39761F (worked out once): the seed + the evaluation's offset (10) + it
+    assert seeds["sft"] == 3 + 10 + 0xCD39761F
+    # a stage draws from its seed plus small offsets (held-out rankings +1, iterated rounds +100·r, …), reruns +10,000·k
+    training = {3 + s.seed_offset + extra + RERUN_STRIDE * r for s in STAGES.values() for extra in range(1000)
+                for r in range(10)}
+    assert not training & set(seeds.values())
+
+
+def test_the_ledger_samples_each_runs_answers_with_its_own_seed(monkeypatch):
+    from minirlhf.settings import get_settings
+    st = get_settings("fast", 1)
+    reqs = [Request("greeting", "hi !", "hello"), Request("greeting", "hello !", "hello")]
+
+    class Pipe:
+        settings, tokenizer = st, None
+
+        def requests(self, split):
+            return reqs
+
+        def stage_dir(self, name):
+            pass
+
+        def heldout_internet_examples(self):
+            return []
+
+        def model(self, name):
+            return name   # the sampler below is told which run it samples by the model it is given
+
+    drawn = {}
+
+    def sample(model, tok, requests, n, max_new, seed):
+        drawn[model] = seed
+        return [{"gold": 0.5, "prompt": r.prompt} for r in requests for _ in range(n)]
+
+    monkeypatch.setattr(lessons, "sample_responses", sample)
+    m = lessons.measure(Pipe(), [c for c in lessons.CLAIMS if c.name == "rlhf_wins_untied"])
+    m.gold["sft"], m.gold["rlhf"]
+    assert drawn == {"sft": st.answer_seed("sft"), "rlhf": st.answer_seed("rlhf")}
+    assert drawn["sft"] != drawn["rlhf"]
+
+
 def test_lazy_measurements_compute_each_entry_once_and_only_when_read():
     calls = []
     lazy = lessons.Lazy(lambda key: calls.append(key) or len(calls))

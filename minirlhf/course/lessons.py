@@ -150,15 +150,15 @@ def measure(pipe, claims=None) -> Measurements:
     model's answers, KLs, perplexities… are computed when a claim (or a notebook) first reads them."""
     st, tok = pipe.settings, pipe.tokenizer
     ev, reqs = st.eval, pipe.requests("eval")
-    prompts, S, seed = [r.prompt for r in reqs], ev.samples_per_prompt, st.seed + ev.seed_offset
+    prompts, S = [r.prompt for r in reqs], ev.samples_per_prompt
     P, kinds = len(reqs), np.array([r.kind for r in reqs])
     train_runs(pipe, claims)
     docs = pipe.heldout_internet_examples()
 
-    def answers(model, n=S, s=seed):
-        return sample_responses(model, tok, reqs, n, ev.max_new_tokens, seed=s)
-
-    rows = Lazy(lambda name: answers(pipe.model(name)))   # each model answers once: its gold and metrics read them
+    # each run answers once (its gold and metrics read them), from its own stream (Settings.answer_seed): the i-th
+    # answers of two runs are independent draws, as a head-to-head between two models assumes
+    rows = Lazy(lambda name: sample_responses(pipe.model(name), tok, reqs, S, ev.max_new_tokens,
+                                              seed=st.answer_seed(name)))
 
     def gold(name):
         return np.array([r["gold"] for r in rows[name]]).reshape(P, S)
@@ -175,7 +175,7 @@ def measure(pipe, claims=None) -> Measurements:
 
     def kl(name):
         return response_kls(pipe.model(name), pipe.model("sft"), tok, reqs, S, ev.max_new_tokens,
-                            seed).numpy().reshape(P, S)
+                            st.seed + ev.seed_offset).numpy().reshape(P, S)
 
     def rm(key):
         if key in RM_JUDGED_AGAINST_SFT:

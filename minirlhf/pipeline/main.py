@@ -54,11 +54,11 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
     eval_start = time.time()
     ev, tok, reqs = settings.eval, pipe.tokenizer, pipe.requests("eval")
 
-    def answers(m):   # best-of-n is a policy made of two models: it answers through its own sampler
+    def answers(name, m):   # best-of-n is a policy made of two models: it answers through its own sampler
         sample = m.sample_responses if isinstance(m, BestOfN) else partial(sample_responses, m)
-        return sample(tok, reqs, ev.samples_per_prompt, ev.max_new_tokens, seed=settings.seed + ev.seed_offset)
+        return sample(tok, reqs, ev.samples_per_prompt, ev.max_new_tokens, seed=settings.answer_seed(name))
 
-    rows = {name: answers(m) for name, m in models.items()}
+    rows = {name: answers(name, m) for name, m in models.items()}   # each run its own stream: independent pairs
     stages = {name: stage_metrics(r) for name, r in rows.items()}
     stages["sft"]["vs_base"] = head_to_head(rows["sft"], rows["base"])
     stages["sft"]["win_rate_vs_base"] = stages["sft"]["vs_base"]["win_rate"]
