@@ -17,7 +17,7 @@ from .evaluate import response_kls
 from .reward import encode_dialogues
 from .sampling import sample_responses
 
-HELDOUT_SEED_OFFSET = 10   # held-out answers are sampled with the seed + 10 (the evaluation: Settings.answer_seed)
+HELDOUT_SEED_OFFSET = 10   # held-out answers: the stage's seed + 10, a stream its training does not use
 BATCH = 128
 
 

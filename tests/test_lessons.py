@@ -151,10 +151,9 @@ def test_each_run_answers_from_its_own_stream_the_same_in_every_process():
     assert len(set(seeds.values())) == len(seeds)
     # CRC-32 of "sft" is 0xCD39761F (worked out once): the seed + the evaluation's offset (10) + it
     assert seeds["sft"] == 3 + 10 + 0xCD39761F
-    # a stage draws from its seed plus small offsets (held-out rankings +1, iterated rounds +100·r, …), reruns +10,000·k
-    training = {3 + s.seed_offset + extra + RERUN_STRIDE * r for s in STAGES.values() for extra in range(1000)
-                for r in range(10)}
-    assert not training & set(seeds.values())
+    # a stage draws from its seed plus offsets below RERUN_STRIDE (held-out rankings +1, iterated rounds +100·r, …),
+    # and its k-th rerun from RERUN_STRIDE·k above that: the evaluation's streams lie above a hundred reruns
+    assert min(seeds.values()) > 3 + 100 * RERUN_STRIDE
 
 
 def test_the_ledger_samples_each_runs_answers_with_its_own_seed(monkeypatch):
@@ -185,7 +184,7 @@ def test_the_ledger_samples_each_runs_answers_with_its_own_seed(monkeypatch):
 
     monkeypatch.setattr(lessons, "sample_responses", sample)
     m = lessons.measure(Pipe(), [c for c in lessons.CLAIMS if c.name == "rlhf_wins_untied"])
-    m.gold["sft"], m.gold["rlhf"]
+    m.gold["sft"], m.gold["rlhf"]   # reading the gold scores samples the answers
     assert drawn == {"sft": st.answer_seed("sft"), "rlhf": st.answer_seed("rlhf")}
     assert drawn["sft"] != drawn["rlhf"]
 

@@ -32,6 +32,16 @@ def test_every_stage_improves_the_gold_score(fast_metrics):
     assert st["rlhf"]["win_rate_vs_sft"] > 0.5
 
 
+def test_the_report_and_the_ledger_pair_the_same_answers_each_from_its_own_stream(fast_metrics):
+    """The main job's head-to-head of RLHF against SFT counts the very answers the ledger reads, each run's drawn
+    from its own stream (Settings.answer_seed): one shared seed would give other answers, and other counts."""
+    from minirlhf.course import lessons
+    from minirlhf.evaluate import head_to_head
+    answers = lessons.measured(Pipeline(PRESETS["fast"]), ["sft", "rlhf"]).answers
+    ours, reported = head_to_head(answers["rlhf"], answers["sft"]), fast_metrics["stages"]["rlhf"]["vs_sft"]
+    assert [ours[k] for k in ("wins", "ties", "losses")] == [reported[k] for k in ("wins", "ties", "losses")]
+
+
 def test_metrics_json_has_what_the_course_promises(fast_metrics):
     home = default_home() / "fast"
     saved = json.loads((home / "metrics.json").read_text())
@@ -355,7 +365,13 @@ def test_a_registered_algorithm_reaches_metrics_report_and_cli(tmp_path):
         saved = json.loads((tmp_path / "metrics.json").read_text())
         dummy = saved["stages"]["dummy"]
         assert dummy["kl_to_sft"] == pytest.approx(0.0, abs=1e-5), "the SFT model itself: no KL to SFT"
-        assert dummy["gold_score_mean"] == saved["stages"]["sft"]["gold_score_mean"]
+        # the SFT model's own answers, drawn from the dummy's own stream (Settings.answer_seed), not from SFT's
+        from minirlhf.evaluate import stage_metrics
+        from minirlhf.sampling import sample_responses
+        pipe = Pipeline(TINY, tmp_path)
+        rows = sample_responses(pipe.model("sft"), pipe.tokenizer, pipe.requests("eval"), TINY.eval.samples_per_prompt,
+                                TINY.eval.max_new_tokens, seed=TINY.answer_seed("dummy"))
+        assert dummy["gold_score_mean"] == stage_metrics(rows)["gold_score_mean"]
         report = (tmp_path / "report.md").read_text()
         assert "| dummy |" in report and "Dummy (`dummy`)" in report
         assert "cached, built earlier" not in report and set(saved["built_this_run"]) >= {"base", "sft", "dummy"}

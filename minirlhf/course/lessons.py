@@ -173,7 +173,7 @@ def measure(pipe, claims=None) -> Measurements:
         return {"steps": [h["step"] for h in hist],
                 **{k: np.array([h[k] for h in hist]).reshape(len(hist), P, -1) for k in ("gold", "reward", "kl")}}
 
-    def kl(name):
+    def kl(name):   # a mean over the run's own samples, paired with no other run's: one seed for all, as before
         return response_kls(pipe.model(name), pipe.model("sft"), tok, reqs, S, ev.max_new_tokens,
                             st.seed + ev.seed_offset).numpy().reshape(P, S)
 

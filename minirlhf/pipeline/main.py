@@ -69,7 +69,7 @@ def run(setting: Settings | str | None = None, out_dir=None, seed: int | None = 
             pool = pipe.log(a)["frontier"]
             kls = pool["kl"][pool["n"].index(models[a].config.n)]
             stages[a]["kl_to_sft"] = sum(kls) / len(kls)
-        else:   # sampled with the setting's seed (not the evaluation stream): as in every earlier release
+        else:   # sampled with the setting's seed (not the evaluation's streams): as in every earlier release
             stages[a]["kl_to_sft"] = kl_to_reference(models[a], models["sft"], tok, reqs, ev.max_new_tokens,
                                                      settings.seed)
         hist = pipe.log(a).get("history")
