@@ -254,8 +254,16 @@ def test_the_csvs_have_a_row_per_student_and_the_same_labels_as_the_console(grad
     assert data["exercises"]["3.1"]["name"] == "kl_estimators"
 
 
-def test_a_student_previews_the_graders_verdict(tmp_path, capsys):
+@pytest.mark.parametrize("home", ["default", "relative"])
+def test_a_student_previews_the_graders_verdict(home, tmp_path, capsys, monkeypatch):
+    """Also with a relative MINIRLHF_HOME (`make test-pythons` sets one): the sandboxed kernel starts in the
+    submission's folder, and was once handed that relative path, which it could not mount (every kernel died)."""
     from minirlhf.course.grading import main
+    from minirlhf.pipeline import default_home
+    if home == "relative":
+        monkeypatch.setenv("MINIRLHF_HOME", os.path.relpath(default_home(), tmp_path))
+        monkeypatch.chdir(tmp_path)
+        assert default_home().is_absolute() and default_home().samefile(Path(os.environ["MINIRLHF_HOME"]))
     nbformat.write(notebook(RIGHT_PAIRS, BLANK_KL, KL_CHECK), tmp_path / "mine.ipynb")
     assert main(["--self", str(tmp_path / "mine.ipynb"), "--timeout", "120"]) == 0
     out = capsys.readouterr().out

@@ -30,9 +30,11 @@ RERUN_STRIDE = 10_000
 
 
 def default_home() -> Path:
-    """MINIRLHF_HOME, else `runs/` of the source checkout, else ~/.cache/minirlhf."""
+    """MINIRLHF_HOME, else `runs/` of the source checkout, else ~/.cache/minirlhf. Always an absolute path: a
+    relative MINIRLHF_HOME is read from the folder this process started in, once, so that a process started
+    elsewhere with it (the grader's sandboxed kernel, which starts in a submission's folder) finds the same cache."""
     if os.environ.get("MINIRLHF_HOME"):
-        return Path(os.environ["MINIRLHF_HOME"])
+        return Path(os.environ["MINIRLHF_HOME"]).absolute()
     if (cache.PACKAGE_DIR.parent / "pyproject.toml").is_file():
         return cache.PACKAGE_DIR.parent / "runs"
     return Path.home() / ".cache" / "minirlhf"
