@@ -31,8 +31,8 @@ RERUN_STRIDE = 10_000
 
 def default_home() -> Path:
     """MINIRLHF_HOME, else `runs/` of the source checkout, else ~/.cache/minirlhf. Always an absolute path: a
-    relative MINIRLHF_HOME is read from the folder this process started in, once, so that a process started
-    elsewhere with it (the grader's sandboxed kernel, which starts in a submission's folder) finds the same cache."""
+    relative MINIRLHF_HOME is taken from the folder this process is in, so that what it hands to a process that
+    starts elsewhere (the grader's sandboxed kernel, in a submission's folder) names the same cache."""
     if os.environ.get("MINIRLHF_HOME"):
         return Path(os.environ["MINIRLHF_HOME"]).absolute()
     if (cache.PACKAGE_DIR.parent / "pyproject.toml").is_file():
