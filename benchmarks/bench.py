@@ -1,6 +1,7 @@
 """Benchmark: how fast the pieces run on this machine, per setting's model size and thread count.
 
     python benchmarks/bench.py [--settings fast default] [--threads 1 2 4] [--repeats 5]
+                               [--device cuda] [--precision fp32 tf32 bf16]
 
 Measures, for each setting's GPT: a training step (forward + backward + AdamW) on a batch of the
 setting's size, sampling a batch of responses with and without the KV cache, and one step of each
@@ -13,14 +14,22 @@ MFU (model FLOPs utilisation) = the FLOPs a piece does / its time / the machine'
 FLOPs are counted by PyTorch's FlopCounterMode (matrix products and attention, forward and backward)
 and the peak is measured: a 1024 × 1024 × 1024 float32 matrix product at the same thread count.
 The thread table says which count is fastest here; pipeline/threads.py explains the default.
+
+`--precision` measures each piece in other arithmetic too: tf32 (float32 tensors, matrix products in
+TensorFloat-32 on a GPU that has it) and bf16 (torch.autocast to bfloat16: matrix products and attention
+in bfloat16, softmax, log-softmax and layer norms in float32). On a GPU, a model this small is bound by
+how fast the CPU launches kernels, not by arithmetic: if the precisions' times are alike, float32 is
+the choice (nothing rounds more than it must). MFU is always against the float32 peak.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 
 import torch
@@ -87,6 +96,18 @@ def peak_flops(device, n: int = 1024, repeats: int = 30) -> float:
     return 2 * n ** 3 / timed(lambda: a @ b, repeats, statistic=min)
 
 
+@contextmanager
+def precision(name: str, device):
+    """Run the block in float32 ('fp32'), TensorFloat-32 matrix products ('tf32') or bfloat16 autocast ('bf16')."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16) if name == "bf16" else nullcontext():
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def bench_setting(name: str, repeats: int, device) -> dict:
     s = get_settings(name)
     tok = build_tokenizer()
@@ -115,19 +136,25 @@ def bench_setting(name: str, repeats: int, device) -> dict:
 
     ppo_cfg = replace(s.ppo, steps=1)
 
-    def fresh():   # fresh models each time, so every step does the same work (same samples, same lengths)
+    torch.manual_seed(0)
+    init = GPT(model.config).to(device)
+    init_rm = RewardModel.from_language_model(init)
+    init_value = value_model_from_reward_model(init_rm)
+
+    def fresh():
+        """Fresh models for every step, so that each does the same work (same samples, same lengths): copies
+        of models built once, since building one (its random initialisation, on the CPU) is not the step's
+        work and took half of a gpu-setting PPO step's time on a GPU."""
         torch.manual_seed(0)
-        policy = GPT(model.config).to(device)
-        ref = GPT(model.config).to(device)
-        ref.load_state_dict(policy.state_dict())
-        return policy, ref, RewardModel.from_language_model(policy)
+        return tuple(copy.deepcopy(m) for m in (init, init, init_rm, init_value))
 
     def ppo_step():
-        policy, ref, rm = fresh()
-        train_ppo(policy, ref, rm, value_model_from_reward_model(rm), tok, requests, ppo_cfg, desc="bench")
+        policy, ref, rm, value = fresh()
+        train_ppo(policy, ref, rm, value, tok, requests, ppo_cfg, desc="bench")
 
     def group_step(advantages, kl_in_loss):
-        return lambda: train_group_rl(*fresh(), tok, requests, ppo_cfg, advantages, GROUP_SIZE, kl_in_loss, desc="bench")
+        return lambda: train_group_rl(*fresh()[:3], tok, requests, ppo_cfg, advantages, GROUP_SIZE, kl_in_loss,
+                                      desc="bench")
 
     k, P = s.reward.k, s.dpo.prompts_per_batch   # one DPO step: P rankings of K answers of n words
     words = [tok.decode([i]) for i in range(len(tok))][10:]
@@ -137,7 +164,7 @@ def bench_setting(name: str, repeats: int, device) -> dict:
                                   "ended": [[True] * k] * P, "ranking": [list(range(k))] * P})
 
     def dpo_step():
-        policy, ref, _ = fresh()
+        policy, ref, *_ = fresh()
         train_dpo(policy, ref, tok, rankings, replace(s.dpo, epochs=1), desc="bench")
 
     pieces = {"train step": train_step, "sample, KV cache": sample(True), "sample, no cache": sample(False),
@@ -160,6 +187,8 @@ def main():
     parser.add_argument("--settings", nargs="+", default=["fast", "default"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16"],
+                        help="arithmetic to measure each piece in (default: fp32; tf32 only changes a GPU's products)")
     cores = os.cpu_count() or 1
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, 2, 4, cores}),
                         help=f"torch CPU thread counts to measure (default: 1 2 4 and this machine's {cores} cores)")
@@ -175,10 +204,14 @@ def main():
         peak = peak_flops(device)
         print(f"{threads} thread(s): peak {peak / 1e9:,.0f} GFLOP/s (1024³ float32 matrix product)", flush=True)
         for name in args.settings:
-            row = {"threads": threads, **bench_setting(name, args.repeats, device)}
-            for key in [k for k in row if k.endswith("GFLOP/s")]:
-                row[key.replace("GFLOP/s", "MFU")] = f"{100 * row.pop(key) * 1e9 / peak:.0f}%"
-            rows.append(row)
+            for arithmetic in args.precision:
+                with precision(arithmetic, device):
+                    row = {"threads": threads, "precision": arithmetic, **bench_setting(name, args.repeats, device)}
+                for key in [k for k in row if k.endswith("GFLOP/s")]:
+                    row[key.replace("GFLOP/s", "MFU")] = f"{100 * row.pop(key) * 1e9 / peak:.0f}%"
+                rows.append(row)
+                print(f"  {name}, {arithmetic}: " + ", ".join(f"{k[:-4]} {row[k]:.3f} s" for k in row
+                                                              if k.endswith("(s)")), flush=True)
     cols = list(rows[0])
     print("\n| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
@@ -186,12 +219,19 @@ def main():
         print("| " + " | ".join(f"{r[c]:,.3f}" if isinstance(r[c], float) else f"{r[c]:,}" if isinstance(r[c], int)
                                 else str(r[c]) for c in cols) + " |")
     for name in args.settings:   # the thread table: each piece's time relative to one thread
-        mine = [r for r in rows if r["setting"] == name]
+        mine = [r for r in rows if r["setting"] == name and r["precision"] == args.precision[0]]
         one = next((r for r in mine if r["threads"] == 1), mine[0])
         print(f"\n{name}: time relative to {one['threads']} thread(s) (below 1 is faster)")
         for r in mine:
             print(f"  {r['threads']} threads: " + ", ".join(
                 f"{k[:-4]} {r[k] / one[k]:.2f}" for k in r if k.endswith("(s)")))
+    for name in args.settings:   # the precision table: each piece's time relative to the first precision
+        for threads in args.threads[:1] if len(args.precision) > 1 else []:
+            mine = [r for r in rows if r["setting"] == name and r["threads"] == threads]
+            print(f"\n{name}, {threads} thread(s): time relative to {mine[0]['precision']} (below 1 is faster)")
+            for r in mine:
+                print(f"  {r['precision']}: " + ", ".join(
+                    f"{k[:-4]} {r[k] / mine[0][k]:.2f}" for k in r if k.endswith("(s)")))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ class DPOConfig:
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float):
     """L_DPO on P pairs; each argument (P,) is log π(y|x) summed over the answer's tokens.
 
-    Returns the loss and detached stats: the implicit rewards' accuracy (r̂_w > r̂_l) and mean margin.
+    Returns the loss and detached stats: the implicit rewards' accuracy (r̂_w > r̂_l; a tie, r̂_w = r̂_l, counts
+    half, as in the reward model's accuracy: at the first step the policy is the reference and every pair ties)
+    and mean margin.
     """
     check_same_shape(chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
                      ref_rejected_logps=ref_rejected_logps)
@@ -46,7 +48,7 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
     rejected = beta * (rejected_logps - ref_rejected_logps)    # r̂(x, y_l)
     loss = bradley_terry_loss(chosen, rejected)
     with torch.no_grad():
-        stats = {"reward_accuracy": (chosen > rejected).float().mean().item(),
+        stats = {"reward_accuracy": ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean().item(),
                  "reward_margin": (chosen - rejected).mean().item()}
     return loss, stats
 

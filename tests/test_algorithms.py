@@ -48,6 +48,15 @@ def test_dpo_loss_is_the_hand_formula():
     assert stats["reward_accuracy"] == 0.5 and stats["reward_margin"] == pytest.approx(0.0, abs=1e-7)
 
 
+def test_dpo_accuracy_counts_a_tie_half():
+    """At DPO's first step the policy is the reference: every implicit reward is 0 and every pair a tie, which
+    is a coin flip (0.5), not a wrong order; here one pair right, one tie, one wrong: (1 + 0.5 + 0) / 3."""
+    same = torch.tensor([-2.0, -3.0])
+    assert dpo_loss(same, same, same, same, 0.1)[1]["reward_accuracy"] == 0.5
+    _, stats = dpo_loss(torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-2.0, -2.0, -1.0]), torch.zeros(3), torch.zeros(3), 1.0)
+    assert stats["reward_accuracy"] == pytest.approx(0.5)
+
+
 def test_dpo_loss_is_log_2_when_the_policy_is_the_reference():
     x = torch.randn(7)
     loss, _ = dpo_loss(x, x.flip(0), x, x.flip(0), beta=0.1)

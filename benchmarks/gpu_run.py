@@ -1,0 +1,101 @@
+"""Benchmark: the main job end to end on a GPU, and how busy the GPU was while it ran.
+
+    python benchmarks/gpu_run.py [--interval 1] [--csv util.csv] [-- ARGS of `python -m minirlhf run`]
+
+Runs `python -m minirlhf run ARGS` (by default `--setting gpu --seed 0`) in a child process while
+`nvidia-smi` reads the GPU every `--interval` seconds: its utilisation (the share of the interval in
+which some kernel ran: a GPU kept waiting by the CPU that launches its kernels reads low) and the memory
+in use. Prints the wall time, each stage's own training time (metrics.json's `timing_s`; with several
+processes they overlap), and the utilisation: its mean over the run and a timeline in 20 s bins, which
+shows the serial part (pretraining, the reward model) apart from the part the processes share.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def sample_gpu(interval: float, samples: list, stop: threading.Event, csv_path: str | None) -> None:
+    """Append (seconds since start, utilisation %, memory MiB) every `interval` s until `stop` is set, and
+    write each reading to `csv_path` as it comes (a run stopped from outside keeps what was read)."""
+    start = time.time()
+    with open(csv_path or os.devnull, "w", newline="", buffering=1) as f:
+        out = csv.writer(f)
+        out.writerow(("seconds", "utilisation_pct", "memory_mib"))
+        while not stop.wait(interval):
+            read = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                   "--format=csv,noheader,nounits"], capture_output=True, text=True)
+            if read.returncode == 0 and read.stdout.strip():
+                util, mem = (float(x) for x in read.stdout.splitlines()[0].split(","))
+                samples.append((round(time.time() - start, 1), util, mem))
+                out.writerow(samples[-1])
+
+
+def stopped_from_outside(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # `timeout` signals the process and then its group: once is enough
+    raise KeyboardInterrupt
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between nvidia-smi readings")
+    parser.add_argument("--csv", help="write every reading (seconds, utilisation %%, memory MiB) to this file")
+    parser.add_argument("run_args", nargs="*", help="arguments of `python -m minirlhf run` (after --)")
+    args = parser.parse_args()
+    run_args = args.run_args or ["--setting", "gpu", "--seed", "0"]
+    if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode:
+        sys.exit("nvidia-smi does not answer: this benchmark reads a GPU's utilisation; on a CPU, time "
+                 "`python -m minirlhf run` itself")
+    samples: list = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_gpu, args=(args.interval, samples, stop, args.csv), daemon=True)
+    start = time.time()
+    sampler.start()
+    child = subprocess.Popen([sys.executable, "-m", "minirlhf", "run", *run_args],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # stopped from outside (`timeout`, Ctrl-C): stop the run, and still say what was measured until then
+    signal.signal(signal.SIGTERM, stopped_from_outside)
+    out_dir = None
+    try:
+        for line in child.stdout:
+            print(line, end="", flush=True)
+            found = re.search(r"^\[minirlhf\] setting .* output (.+)$", line.rstrip())
+            out_dir = Path(found.group(1)) if found else out_dir
+        child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        child.wait()
+        print("\nstopped from outside before the run ended")
+    wall = time.time() - start
+    stop.set()
+    sampler.join()
+    print(f"\nwall time {wall:.0f} s (exit code {child.returncode})")
+    if out_dir and (out_dir / "metrics.json").exists() and child.returncode == 0:
+        timing = json.loads((out_dir / "metrics.json").read_text())["timing_s"]
+        print("each stage's own time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()))
+    if not samples:
+        print("no reading of nvidia-smi came back")
+        return
+    utils = [u for _, u, _ in samples]
+    print(f"GPU utilisation over {len(utils)} readings: mean {statistics.mean(utils):.0f}%, median "
+          f"{statistics.median(utils):.0f}%, idle (0%) in {sum(u == 0 for u in utils) / len(utils):.0%} of them; "
+          f"memory at most {max(m for *_, m in samples):,.0f} MiB")
+    print("timeline (mean utilisation per 20 s): " + " ".join(
+        f"{statistics.mean(u for t, u, _ in samples if b <= t < b + 20):.0f}"
+        for b in range(0, int(samples[-1][0]) + 1, 20) if any(b <= t < b + 20 for t, *_ in samples)))
+    sys.exit(child.returncode)
+
+
+if __name__ == "__main__":
+    main()
