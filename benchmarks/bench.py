@@ -7,8 +7,8 @@ Measures, for each setting's GPT: a training step (forward + backward + AdamW) o
 setting's size, sampling a batch of responses with and without the KV cache, and one step of each
 algorithm on untrained models: PPO, RLOO and GRPO (rollout of the setting's batch of answers + their
 epochs of updates; RLOO and GRPO without a value model), DPO (one batch of rankings, K answers each,
-with its reference pass). Times are medians of `--repeats` runs; "answers/s" is the answers a step
-learns from per second.
+with its reference pass). Times are medians of `--repeats` runs (of half as many for an algorithm's
+step, the slow pieces); "answers/s" is the answers a step learns from per second.
 
 MFU (model FLOPs utilisation) = the FLOPs a piece does / its time / the machine's peak, where the
 FLOPs are counted by PyTorch's FlopCounterMode (matrix products and attention, forward and backward)
@@ -16,10 +16,12 @@ and the peak is measured: a 1024 × 1024 × 1024 float32 matrix product at the s
 The thread table says which count is fastest here; pipeline/threads.py explains the default.
 
 `--precision` measures each piece in other arithmetic too: tf32 (float32 tensors, matrix products in
-TensorFloat-32 on a GPU that has it) and bf16 (torch.autocast to bfloat16: matrix products and attention
-in bfloat16, softmax, log-softmax and layer norms in float32). On a GPU, a model this small is bound by
-how fast the CPU launches kernels, not by arithmetic: if the precisions' times are alike, float32 is
-the choice (nothing rounds more than it must). MFU is always against the float32 peak.
+TensorFloat-32 on a GPU that has it: torch.set_float32_matmul_precision("high")) and bf16 (torch.autocast
+to bfloat16: matrix products and attention in bfloat16, softmax, log-softmax and layer norms in float32;
+around the training step's forward pass and loss only, around an algorithm's whole step). On a GPU, a
+model this small is bound by how fast the CPU launches kernels, not by arithmetic: if the precisions'
+times are alike, float32 is the choice (nothing rounds more than it must). MFU is always against the
+float32 peak.
 """
 from __future__ import annotations
 
@@ -97,19 +99,24 @@ def peak_flops(device, n: int = 1024, repeats: int = 30) -> float:
 
 
 @contextmanager
-def precision(name: str, device):
-    """Run the block in float32 ('fp32'), TensorFloat-32 matrix products ('tf32') or bfloat16 autocast ('bf16')."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+def precision(name: str):
+    """Float32 matrix products as they are ('fp32', 'bf16') or in TensorFloat-32 where the GPU has it ('tf32')."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if name == "tf32" else "highest")
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16) if name == "bf16" else nullcontext():
-            yield
+        yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+        torch.set_float32_matmul_precision(old)
 
 
-def bench_setting(name: str, repeats: int, device) -> dict:
+def bench_setting(name: str, repeats: int, device, arithmetic: str = "fp32") -> dict:
     s = get_settings(name)
+
+    def autocast():
+        """bf16: autocast around the training step's forward pass and loss, as PyTorch's recipe has it (the
+        backward pass and the optimiser outside); an algorithm's step runs whole inside it, updates included."""
+        return torch.autocast(device.type, dtype=torch.bfloat16) if arithmetic == "bf16" else nullcontext()
+
     tok = build_tokenizer()
     torch.manual_seed(0)
     model = GPT(replace(s.model, vocab_size=len(tok))).to(device)
@@ -119,7 +126,8 @@ def bench_setting(name: str, repeats: int, device) -> dict:
     opt = make_optimizer(model.parameters(), 1e-4)
 
     def train_step():
-        loss = lm_loss(model, ids, mask, mask)
+        with autocast():
+            loss = lm_loss(model, ids, mask, mask)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -131,8 +139,11 @@ def bench_setting(name: str, repeats: int, device) -> dict:
 
     def sample(use_cache):
         # eos_token_id=-1: never stop early, so every run generates exactly n tokens
-        return lambda: generate(model, prompt_ids, prompt_mask, n, -1, tok.pad_token_id,
-                                generator=torch.Generator(device=device).manual_seed(0), use_cache=use_cache)
+        def run():
+            with autocast():
+                generate(model, prompt_ids, prompt_mask, n, -1, tok.pad_token_id,
+                         generator=torch.Generator(device=device).manual_seed(0), use_cache=use_cache)
+        return run
 
     ppo_cfg = replace(s.ppo, steps=1)
 
@@ -141,20 +152,25 @@ def bench_setting(name: str, repeats: int, device) -> dict:
     init_rm = RewardModel.from_language_model(init)
     init_value = value_model_from_reward_model(init_rm)
 
-    def fresh():
-        """Fresh models for every step, so that each does the same work (same samples, same lengths): copies
-        of models built once, since building one (its random initialisation, on the CPU) is not the step's
-        work and took half of a gpu-setting PPO step's time on a GPU."""
+    def fresh(n: int):
+        """The first `n` of (policy, reference, reward model, value model), fresh for every step so that each
+        does the same work (same samples, same lengths): copies of models built once, since building one (its
+        random initialisation, on the CPU) is not the step's work and took over a third of a gpu-setting PPO
+        step's time on a GPU. The copying is timed with the step: a memory copy, 7 ms for all four of the
+        fast setting's models and 13 ms for the default's on a 2-core CPU, beside steps of seconds."""
         torch.manual_seed(0)
-        return tuple(copy.deepcopy(m) for m in (init, init, init_rm, init_value))
+        return tuple(copy.deepcopy(m) for m in (init, init, init_rm, init_value)[:n])
 
     def ppo_step():
-        policy, ref, rm, value = fresh()
-        train_ppo(policy, ref, rm, value, tok, requests, ppo_cfg, desc="bench")
+        policy, ref, rm, value = fresh(4)
+        with autocast():
+            train_ppo(policy, ref, rm, value, tok, requests, ppo_cfg, desc="bench")
 
     def group_step(advantages, kl_in_loss):
-        return lambda: train_group_rl(*fresh()[:3], tok, requests, ppo_cfg, advantages, GROUP_SIZE, kl_in_loss,
-                                      desc="bench")
+        def run():
+            with autocast():
+                train_group_rl(*fresh(3), tok, requests, ppo_cfg, advantages, GROUP_SIZE, kl_in_loss, desc="bench")
+        return run
 
     k, P = s.reward.k, s.dpo.prompts_per_batch   # one DPO step: P rankings of K answers of n words
     words = [tok.decode([i]) for i in range(len(tok))][10:]
@@ -164,8 +180,9 @@ def bench_setting(name: str, repeats: int, device) -> dict:
                                   "ended": [[True] * k] * P, "ranking": [list(range(k))] * P})
 
     def dpo_step():
-        policy, ref, *_ = fresh()
-        train_dpo(policy, ref, tok, rankings, replace(s.dpo, epochs=1), desc="bench")
+        policy, ref = fresh(2)
+        with autocast():
+            train_dpo(policy, ref, tok, rankings, replace(s.dpo, epochs=1), desc="bench")
 
     pieces = {"train step": train_step, "sample, KV cache": sample(True), "sample, no cache": sample(False),
               "PPO step": ppo_step, "RLOO step": group_step(rloo_advantages, False),
@@ -205,8 +222,9 @@ def main():
         print(f"{threads} thread(s): peak {peak / 1e9:,.0f} GFLOP/s (1024³ float32 matrix product)", flush=True)
         for name in args.settings:
             for arithmetic in args.precision:
-                with precision(arithmetic, device):
-                    row = {"threads": threads, "precision": arithmetic, **bench_setting(name, args.repeats, device)}
+                with precision(arithmetic):
+                    row = {"threads": threads, "precision": arithmetic,
+                           **bench_setting(name, args.repeats, device, arithmetic)}
                 for key in [k for k in row if k.endswith("GFLOP/s")]:
                     row[key.replace("GFLOP/s", "MFU")] = f"{100 * row.pop(key) * 1e9 / peak:.0f}%"
                 rows.append(row)

@@ -26,20 +26,20 @@ import time
 from pathlib import Path
 
 
-def sample_gpu(interval: float, samples: list, stop: threading.Event, csv_path: str | None) -> None:
+def sample_gpu(interval: float, samples: list, stop: threading.Event, out) -> None:
     """Append (seconds since start, utilisation %, memory MiB) every `interval` s until `stop` is set, and
-    write each reading to `csv_path` as it comes (a run stopped from outside keeps what was read)."""
+    write each reading to the csv writer `out` as it comes (a run stopped from outside keeps what was read).
+    A reading that does not come back within 10 s, or is not a number ("[N/A]"), is skipped."""
     start = time.time()
-    with open(csv_path or os.devnull, "w", newline="", buffering=1) as f:
-        out = csv.writer(f)
-        out.writerow(("seconds", "utilisation_pct", "memory_mib"))
-        while not stop.wait(interval):
+    while not stop.wait(interval):
+        try:
             read = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
-                                   "--format=csv,noheader,nounits"], capture_output=True, text=True)
-            if read.returncode == 0 and read.stdout.strip():
-                util, mem = (float(x) for x in read.stdout.splitlines()[0].split(","))
-                samples.append((round(time.time() - start, 1), util, mem))
-                out.writerow(samples[-1])
+                                   "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+            util, mem = (float(x) for x in read.stdout.splitlines()[0].split(","))
+        except (subprocess.TimeoutExpired, IndexError, ValueError):
+            continue
+        samples.append((round(time.time() - start, 1), util, mem))
+        out.writerow(samples[-1])
 
 
 def stopped_from_outside(signum, frame):
@@ -47,8 +47,25 @@ def stopped_from_outside(signum, frame):
     raise KeyboardInterrupt
 
 
+def stop_run(child: subprocess.Popen) -> None:
+    """Stop the run and every process it started (its jobs' helpers): Ctrl-C first, which lets a stage
+    being written finish its atomic write; after 30 s, kill."""
+    for sig, wait in ((signal.SIGINT, 30), (signal.SIGKILL, None)):
+        try:
+            os.killpg(child.pid, sig)
+            child.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            child.wait()
+            return
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="the run's own flags go after --, e.g. python benchmarks/gpu_run.py -- --setting gpu --seed 1")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between nvidia-smi readings")
     parser.add_argument("--csv", help="write every reading (seconds, utilisation %%, memory MiB) to this file")
     parser.add_argument("run_args", nargs="*", help="arguments of `python -m minirlhf run` (after --)")
@@ -57,12 +74,27 @@ def main():
     if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode:
         sys.exit("nvidia-smi does not answer: this benchmark reads a GPU's utilisation; on a CPU, time "
                  "`python -m minirlhf run` itself")
+    try:
+        csv_file = open(args.csv or os.devnull, "w", newline="", buffering=1)
+    except OSError as err:
+        sys.exit(f"cannot write the readings to --csv {args.csv}: {err.strerror}; give a path in a folder you "
+                 "can write to")
+    with csv_file:
+        out = csv.writer(csv_file)
+        out.writerow(("seconds", "utilisation_pct", "memory_mib"))
+        code = measure(run_args, args.interval, out)
+    sys.exit(code)
+
+
+def measure(run_args: list[str], interval: float, out) -> int:
+    """Run the main job while reading the GPU; print what was measured; return the exit code to give."""
     samples: list = []
     stop = threading.Event()
-    sampler = threading.Thread(target=sample_gpu, args=(args.interval, samples, stop, args.csv), daemon=True)
+    sampler = threading.Thread(target=sample_gpu, args=(interval, samples, stop, out), daemon=True)
     start = time.time()
     sampler.start()
-    child = subprocess.Popen([sys.executable, "-m", "minirlhf", "run", *run_args],
+    # its own process group, so that stopping it stops the processes its jobs start too
+    child = subprocess.Popen([sys.executable, "-m", "minirlhf", "run", *run_args], start_new_session=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # stopped from outside (`timeout`, Ctrl-C): stop the run, and still say what was measured until then
     signal.signal(signal.SIGTERM, stopped_from_outside)
@@ -74,19 +106,20 @@ def main():
             out_dir = Path(found.group(1)) if found else out_dir
         child.wait()
     except KeyboardInterrupt:
-        child.terminate()
-        child.wait()
+        stop_run(child)
         print("\nstopped from outside before the run ended")
     wall = time.time() - start
     stop.set()
     sampler.join()
-    print(f"\nwall time {wall:.0f} s (exit code {child.returncode})")
+    # a child killed by signal N reads -N here; a shell says 128 + N
+    code = child.returncode if child.returncode >= 0 else 128 - child.returncode
+    print(f"\nwall time {wall:.0f} s (exit code {code})")
     if out_dir and (out_dir / "metrics.json").exists() and child.returncode == 0:
         timing = json.loads((out_dir / "metrics.json").read_text())["timing_s"]
-        print("each stage's own time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()))
+        print("each stage's own time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if k != "this_run"))
     if not samples:
         print("no reading of nvidia-smi came back")
-        return
+        return code or 1
     utils = [u for _, u, _ in samples]
     print(f"GPU utilisation over {len(utils)} readings: mean {statistics.mean(utils):.0f}%, median "
           f"{statistics.median(utils):.0f}%, idle (0%) in {sum(u == 0 for u in utils) / len(utils):.0%} of them; "
@@ -94,7 +127,7 @@ def main():
     print("timeline (mean utilisation per 20 s): " + " ".join(
         f"{statistics.mean(u for t, u, _ in samples if b <= t < b + 20):.0f}"
         for b in range(0, int(samples[-1][0]) + 1, 20) if any(b <= t < b + 20 for t, *_ in samples)))
-    sys.exit(child.returncode)
+    return code
 
 
 if __name__ == "__main__":

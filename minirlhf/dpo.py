@@ -26,6 +26,9 @@ from .tokenizer import encode_prompts
 from .training import check_finite, make_optimizer, set_seed
 
 
+TIE_NATS = 1e-4   # two log-ratios closer than this are a tie, not an order (see dpo_loss)
+
+
 @dataclass(frozen=True)
 class DPOConfig:
     beta: float = 0.1             # β: the implicit KL coefficient (larger: stay nearer π_ref)
@@ -38,9 +41,10 @@ class DPOConfig:
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float):
     """L_DPO on P pairs; each argument (P,) is log π(y|x) summed over the answer's tokens.
 
-    Returns the loss and detached stats: the implicit rewards' accuracy (r̂_w > r̂_l; a tie, r̂_w = r̂_l, counts
-    half, as in the reward model's accuracy: at the first step the policy is the reference and every pair ties)
-    and mean margin.
+    Returns the loss and detached stats: the implicit rewards' accuracy (r̂_w > r̂_l; a tie counts half, as in
+    the reward model's accuracy: at the first step the policy is the reference and every pair ties) and mean margin.
+    A tie is a gap within TIE_NATS: π_θ and π_ref read one answer in batches of different sizes, and their float32
+    sums then differ by rounding alone (up to ~1e-5 nats on the fast setting's answers).
     """
     check_same_shape(chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
                      ref_rejected_logps=ref_rejected_logps)
@@ -48,7 +52,9 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
     rejected = beta * (rejected_logps - ref_rejected_logps)    # r̂(x, y_l)
     loss = bradley_terry_loss(chosen, rejected)
     with torch.no_grad():
-        stats = {"reward_accuracy": ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean().item(),
+        tie = (chosen - rejected).abs() <= beta * TIE_NATS
+        right = (chosen > rejected) & ~tie
+        stats = {"reward_accuracy": (right.float() + 0.5 * tie.float()).mean().item(),
                  "reward_margin": (chosen - rejected).mean().item()}
     return loss, stats
 

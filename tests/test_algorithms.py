@@ -53,8 +53,23 @@ def test_dpo_accuracy_counts_a_tie_half():
     is a coin flip (0.5), not a wrong order; here one pair right, one tie, one wrong: (1 + 0.5 + 0) / 3."""
     same = torch.tensor([-2.0, -3.0])
     assert dpo_loss(same, same, same, same, 0.1)[1]["reward_accuracy"] == 0.5
-    _, stats = dpo_loss(torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-2.0, -2.0, -1.0]), torch.zeros(3), torch.zeros(3), 1.0)
+    zeros = torch.zeros(3)
+    _, stats = dpo_loss(torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-2.0, -2.0, -1.0]), zeros, zeros, 1.0)
     assert stats["reward_accuracy"] == pytest.approx(0.5)
+
+
+def test_dpo_accuracy_ties_log_probs_that_differ_by_rounding():
+    """π_θ and π_ref read one answer in batches of different sizes, so at the first step their float32 sums
+    differ in the last bits (here 4e-6 nats, the size seen on the fast setting): still a tie, not an order.
+    A gap of a thousandth of a nat is an order."""
+    logp = torch.tensor([-20.0, -31.0, -45.0, -12.0])
+    noisy = logp + torch.tensor([4e-6, -4e-6, 2e-6, -3e-6])   # the reference's sums of the same answers
+    w, l = [0, 2], [1, 3]
+    assert dpo_loss(logp[w], logp[l], noisy[w], noisy[l], 0.1)[1]["reward_accuracy"] == 0.5
+    moved = logp + torch.tensor([1e-3, 0.0, 0.0, 0.0])   # the policy raised pair 1's y_w; pair 2 still ties
+    assert dpo_loss(moved[w], moved[l], noisy[w], noisy[l], 0.1)[1]["reward_accuracy"] == 0.75
+    moved = logp + torch.tensor([0.0, 1e-3, 0.0, 0.0])   # the policy raised pair 1's y_l
+    assert dpo_loss(moved[w], moved[l], noisy[w], noisy[l], 0.1)[1]["reward_accuracy"] == 0.25
 
 
 def test_dpo_loss_is_log_2_when_the_policy_is_the_reference():

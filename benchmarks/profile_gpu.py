@@ -1,0 +1,117 @@
+"""Benchmark: where a step's time goes, by PyTorch's profiler: the GPU's kernels busy, launches, waits.
+
+    python benchmarks/profile_gpu.py [--setting gpu] [--device cuda]
+
+Profiles three pieces at a setting's sizes, on untrained models: a pretraining step (the setting's batch of
+full blocks: forward, backward, AdamW), sampling the PPO batch's answers with the KV cache, and one PPO step
+(rollout and its epochs of minibatch updates). For each it prints the wall time per call (timed without the
+profiler), how long the GPU's kernels ran within it, how many kernels the CPU launched, and how often the CPU
+waited for the GPU (stream synchronisations; `.item()` and other reads of a GPU value on the host), then the
+profiler's table of the CPU's busiest operations. A piece whose kernels run most of its wall time is bound by
+arithmetic; one whose kernels run a small share is bound by the CPU that launches them. On a CPU (`--device
+cpu`) only the wall times and the CPU table mean anything.
+
+The PPO step's models are copies of models built once, as in bench.py: building one (its random
+initialisation on the CPU) is not the step's work.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import replace
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from minirlhf.generate import generate
+from minirlhf.model import GPT
+from minirlhf.reward import RewardModel
+from minirlhf.rlhf import train_ppo, value_model_from_reward_model
+from minirlhf.settings import PRESETS, get_settings
+from minirlhf.tokenizer import build_tokenizer, encode_prompts
+from minirlhf.training import lm_loss, make_optimizer, pick_device
+from minirlhf.world import World, WorldConfig
+
+# what makes the CPU wait for the GPU: explicit synchronisations and reads of a GPU value on the host
+WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "aten::item",
+         "aten::_local_scalar_dense")
+LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+
+
+def pieces(setting: str, device) -> list[tuple[str, callable, int]]:
+    """(name, one call, calls per measurement) of each piece, at `setting`'s sizes."""
+    s = get_settings(setting)
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(replace(s.model, vocab_size=len(tok))).to(device)
+    ids = torch.randint(0, len(tok), (s.pretrain.batch_size, s.model.block_size), device=device)   # (B, T)
+    mask = torch.ones_like(ids)
+    opt = make_optimizer(model.parameters(), 1e-4)
+    requests = World(WorldConfig(n_internet=10)).requests["rl"]
+    enc = encode_prompts(tok, [r.prompt for r in requests[:s.ppo.batch_size]])
+    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    rm = RewardModel.from_language_model(model)
+    models = (model, model, rm, value_model_from_reward_model(rm))   # policy, reference, reward, value
+
+    def train_step():
+        loss = lm_loss(model, ids, mask, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def sample():
+        # eos_token_id=-1: never stop early, so every call generates the same number of tokens
+        generate(model, prompt_ids, prompt_mask, s.ppo.max_new_tokens, -1, tok.pad_token_id,
+                 generator=torch.Generator(device=device).manual_seed(0))
+
+    def ppo_step():
+        torch.manual_seed(0)
+        policy, ref, reward, value = (copy.deepcopy(m) for m in models)
+        train_ppo(policy, ref, reward, value, tok, requests, replace(s.ppo, steps=1), desc="profile")
+
+    return [(f"pretraining step, {ids.shape[0]} × {ids.shape[1]} tokens", train_step, 10),
+            (f"sampling {prompt_ids.shape[0]} answers × {s.ppo.max_new_tokens} tokens, KV cache", sample, 2),
+            (f"PPO step ({s.ppo.batch_size} answers, {s.ppo.epochs} epochs)", ppo_step, 1)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", default="gpu", choices=sorted(PRESETS))
+    parser.add_argument("--device", default=None, help="cuda, cpu, … (default: a GPU if there is one)")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    on_gpu = device.type == "cuda"
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    rows = []
+    for name, fn, calls in pieces(args.setting, device):
+        fn()   # warm-up
+        sync()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        wall = (time.perf_counter() - start) / calls
+        with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * on_gpu) as prof:
+            for _ in range(calls):
+                fn()
+            sync()
+        events = prof.key_averages()
+        busy = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+        launches = sum(e.count for e in events if e.key in LAUNCHES)
+        waits = {k: sum(e.count for e in events if e.key == k) / calls for k in WAITS}
+        rows.append((name, wall * 1e3, busy / 1e3 / calls, launches / calls, waits))
+        print(f"\n== {name}: CPU's busiest operations over {calls} call(s)")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=45))
+    print(f"\n{args.setting} setting on {device}{' (' + torch.cuda.get_device_name() + ')' if on_gpu else ''}, "
+          f"torch {torch.__version__}; per call:\n")
+    print("| piece | wall | GPU kernels busy | kernel launches | waits for the GPU (stream syncs; `.item()`) |")
+    print("|---|---|---|---|---|")
+    for name, wall, busy, launches, waits in rows:
+        syncs = waits["cudaStreamSynchronize"] + waits["cudaDeviceSynchronize"] + waits["cudaEventSynchronize"]
+        print(f"| {name} | {wall:,.1f} ms | {busy:,.1f} ms ({busy / wall:.0%}) | {launches:,.0f} | "
+              f"{syncs:,.0f}; {waits['aten::item']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
