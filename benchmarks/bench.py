@@ -18,7 +18,7 @@ The thread table says which count is fastest here; pipeline/threads.py explains 
 `--precision` measures each piece in other arithmetic too: tf32 (float32 tensors, matrix products in
 TensorFloat-32 on a GPU that has it: torch.set_float32_matmul_precision("high")) and bf16 (torch.autocast
 to bfloat16: matrix products and attention in bfloat16, softmax, log-softmax and layer norms in float32;
-around the training step's forward pass and loss only, around an algorithm's whole step). On a GPU, a
+around the training step's forward pass and loss only, around sampling and an algorithm's whole step). On a GPU, a
 model this small is bound by how fast the CPU launches kernels, not by arithmetic: if the precisions'
 times are alike, float32 is the choice (nothing rounds more than it must). MFU is always against the
 float32 peak.
@@ -114,7 +114,7 @@ def bench_setting(name: str, repeats: int, device, arithmetic: str = "fp32") -> 
 
     def autocast():
         """bf16: autocast around the training step's forward pass and loss, as PyTorch's recipe has it (the
-        backward pass and the optimiser outside); an algorithm's step runs whole inside it, updates included."""
+        backward pass and the optimiser outside); sampling and an algorithm's step run whole inside it."""
         return torch.autocast(device.type, dtype=torch.bfloat16) if arithmetic == "bf16" else nullcontext()
 
     tok = build_tokenizer()
@@ -205,7 +205,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16"],
-                        help="arithmetic to measure each piece in (default: fp32; tf32 only changes a GPU's products)")
+                        help="arithmetic to measure each piece in (default: fp32; tf32 changes the products of hardware with "
+                             "TF32 units: a GPU's, mostly)")
     cores = os.cpu_count() or 1
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, 2, 4, cores}),
                         help=f"torch CPU thread counts to measure (default: 1 2 4 and this machine's {cores} cores)")

@@ -8,6 +8,10 @@ which some kernel ran: a GPU kept waiting by the CPU that launches its kernels r
 in use. Prints the wall time, each stage's own training time (metrics.json's `timing_s`; with several
 processes they overlap), and the utilisation: its mean over the run and a timeline in 20 s bins, which
 shows the serial part (pretraining, the reward model) apart from the part the processes share.
+
+The run has its own process group. Stopped by Ctrl-C, SIGTERM (`timeout`) or SIGHUP, this script stops the
+run and everything it started, then prints what it measured until then; killed with SIGKILL it cannot, and
+the run goes on: stop it with `kill -INT -- -PGID` (its process group, printed at the start).
 """
 from __future__ import annotations
 
@@ -42,23 +46,30 @@ def sample_gpu(interval: float, samples: list, stop: threading.Event, out) -> No
         out.writerow(samples[-1])
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)   # Ctrl-C, `timeout`, a closed terminal
+
+
 def stopped_from_outside(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # `timeout` signals the process and then its group: once is enough
+    for sig in STOPS:   # `timeout` signals the process and then its group: once is enough
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def stop_run(child: subprocess.Popen) -> None:
     """Stop the run and every process it started (its jobs' helpers): Ctrl-C first, which lets a stage
-    being written finish its atomic write; after 30 s, kill."""
+    being written clean up after itself (checkpoint.atomic_dir); after 30 s, kill. What the run still
+    prints is read and dropped, so that a full pipe cannot keep it from ending."""
+    for sig in STOPS:   # a second Ctrl-C must not cut this short and leave the run alive
+        signal.signal(sig, signal.SIG_IGN)
     for sig, wait in ((signal.SIGINT, 30), (signal.SIGKILL, None)):
         try:
             os.killpg(child.pid, sig)
-            child.wait(wait)
+            child.communicate(timeout=wait)
             return
         except subprocess.TimeoutExpired:
             continue
-        except ProcessLookupError:
-            child.wait()
+        except ProcessLookupError:   # the group has already gone
+            child.communicate()
             return
 
 
@@ -93,21 +104,28 @@ def measure(run_args: list[str], interval: float, out) -> int:
     sampler = threading.Thread(target=sample_gpu, args=(interval, samples, stop, out), daemon=True)
     start = time.time()
     sampler.start()
-    # its own process group, so that stopping it stops the processes its jobs start too
-    child = subprocess.Popen([sys.executable, "-m", "minirlhf", "run", *run_args], start_new_session=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # stopped from outside (`timeout`, Ctrl-C): stop the run, and still say what was measured until then
-    signal.signal(signal.SIGTERM, stopped_from_outside)
-    out_dir = None
+    # stopped from outside (Ctrl-C, `timeout`, a closed terminal): stop the run, and still say what was
+    # measured until then
+    for sig in STOPS:
+        signal.signal(sig, stopped_from_outside)
+    out_dir, child = None, None
     try:
+        # its own process group, so that stopping it stops the processes its jobs start too
+        child = subprocess.Popen([sys.executable, "-m", "minirlhf", "run", *run_args], start_new_session=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        print(f"[gpu_run] the run's process group: {child.pid}", flush=True)
         for line in child.stdout:
             print(line, end="", flush=True)
             found = re.search(r"^\[minirlhf\] setting .* output (.+)$", line.rstrip())
             out_dir = Path(found.group(1)) if found else out_dir
         child.wait()
     except KeyboardInterrupt:
-        stop_run(child)
-        print("\nstopped from outside before the run ended")
+        print("\nstopped from outside before the run ended", flush=True)
+    finally:   # whatever ended the loop (a signal, a broken pipe to this script's output…), the run ends with it
+        if child is not None and child.poll() is None:
+            stop_run(child)
+    if child is None:
+        return 130
     wall = time.time() - start
     stop.set()
     sampler.join()

@@ -2,14 +2,15 @@
 
     python benchmarks/profile_gpu.py [--setting gpu] [--device cuda]
 
-Profiles three pieces at a setting's sizes, on untrained models: a pretraining step (the setting's batch of
-full blocks: forward, backward, AdamW), sampling the PPO batch's answers with the KV cache, and one PPO step
-(rollout and its epochs of minibatch updates). For each it prints the wall time per call (timed without the
-profiler), how long the GPU's kernels ran within it, how many kernels the CPU launched, and how often the CPU
-waited for the GPU (stream synchronisations; `.item()` and other reads of a GPU value on the host), then the
-profiler's table of the CPU's busiest operations. A piece whose kernels run most of its wall time is bound by
-arithmetic; one whose kernels run a small share is bound by the CPU that launches them. On a CPU (`--device
-cpu`) only the wall times and the CPU table mean anything.
+Profiles three pieces at a setting's sizes, on models fresh from their random initialisation: a pretraining
+step (the setting's batch of full blocks: forward, backward, AdamW), sampling the PPO batch's answers with the
+KV cache, and one PPO step (rollout and its epochs of minibatch updates). For each piece it prints the
+profiler's table of the CPU's busiest operations; then one table: each piece's wall time per call (timed
+without the profiler), how long the GPU was busy within it (kernels, copies and memsets), how many kernels the
+CPU launched, and how often the CPU waited for the GPU (stream synchronisations, and of them the `.item()`
+calls that read a GPU value on the host). A piece whose GPU is busy most of its wall time is bound by
+arithmetic; one busy a small share is bound by the CPU that launches its kernels. On a CPU (`--device cpu`)
+only the wall times and the CPU tables mean anything.
 
 The PPO step's models are copies of models built once, as in bench.py: building one (its random
 initialisation on the CPU) is not the step's work.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -36,10 +38,10 @@ from minirlhf.world import World, WorldConfig
 # what makes the CPU wait for the GPU: explicit synchronisations and reads of a GPU value on the host
 WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "aten::item",
          "aten::_local_scalar_dense")
-LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
 
 
-def pieces(setting: str, device) -> list[tuple[str, callable, int]]:
+def pieces(setting: str, device) -> list[tuple[str, Callable[[], None], int]]:
     """(name, one call, calls per measurement) of each piece, at `setting`'s sizes."""
     s = get_settings(setting)
     tok = build_tokenizer()
@@ -52,7 +54,8 @@ def pieces(setting: str, device) -> list[tuple[str, callable, int]]:
     enc = encode_prompts(tok, [r.prompt for r in requests[:s.ppo.batch_size]])
     prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     rm = RewardModel.from_language_model(model)
-    models = (model, model, rm, value_model_from_reward_model(rm))   # policy, reference, reward, value
+    # policy, reference, reward, value: copied now, before the training step's calls change `model`
+    models = tuple(copy.deepcopy(m) for m in (model, model, rm, value_model_from_reward_model(rm)))
 
     def train_step():
         loss = lm_loss(model, ids, mask, mask)
@@ -105,7 +108,7 @@ def main():
         print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=45))
     print(f"\n{args.setting} setting on {device}{' (' + torch.cuda.get_device_name() + ')' if on_gpu else ''}, "
           f"torch {torch.__version__}; per call:\n")
-    print("| piece | wall | GPU kernels busy | kernel launches | waits for the GPU (stream syncs; `.item()`) |")
+    print("| piece | wall | GPU busy | kernel launches | waits for the GPU (stream syncs; of them `.item()`) |")
     print("|---|---|---|---|---|")
     for name, wall, busy, launches, waits in rows:
         syncs = waits["cudaStreamSynchronize"] + waits["cudaDeviceSynchronize"] + waits["cudaEventSynchronize"]

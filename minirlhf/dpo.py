@@ -43,8 +43,9 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
 
     Returns the loss and detached stats: the implicit rewards' accuracy (r̂_w > r̂_l; a tie counts half, as in
     the reward model's accuracy: at the first step the policy is the reference and every pair ties) and mean margin.
-    A tie is a gap within TIE_NATS: π_θ and π_ref read one answer in batches of different sizes, and their float32
-    sums then differ by rounding alone (up to ~1e-5 nats on the fast setting's answers).
+    A tie is |r̂_w − r̂_l| ≤ β·TIE_NATS, two log-ratios within TIE_NATS nats: π_θ and π_ref read one answer in
+    batches of different sizes, and their float32 sums then differ by rounding alone (up to 8e-6 nats measured
+    on the fast setting's answers).
     """
     check_same_shape(chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
                      ref_rejected_logps=ref_rejected_logps)

@@ -60,7 +60,7 @@ def test_dpo_accuracy_counts_a_tie_half():
 
 def test_dpo_accuracy_ties_log_probs_that_differ_by_rounding():
     """π_θ and π_ref read one answer in batches of different sizes, so at the first step their float32 sums
-    differ in the last bits (here 4e-6 nats, the size seen on the fast setting): still a tie, not an order.
+    differ in the last bits (here up to 4e-6 nats; up to 8e-6 seen on the fast setting): a tie, not an order.
     A gap of a thousandth of a nat is an order."""
     logp = torch.tensor([-20.0, -31.0, -45.0, -12.0])
     noisy = logp + torch.tensor([4e-6, -4e-6, 2e-6, -3e-6])   # the reference's sums of the same answers
