@@ -109,7 +109,11 @@ def precision(name: str):
         torch.set_float32_matmul_precision(old)
 
 
-def bench_setting(name: str, repeats: int, device, arithmetic: str = "fp32") -> dict:
+def build_pieces(name: str, device, arithmetic: str = "fp32", tokens: int | None = None):
+    """Each piece of setting `name` as a call of no arguments, on models fresh from their random initialisation:
+    returns ({piece: call}, {piece: the answers one call learns from}, the model's parameter count). The
+    training step is a batch of the setting's pretraining of `tokens` tokens each (default: half a block).
+    Also what benchmarks/profile_gpu.py profiles."""
     s = get_settings(name)
 
     def autocast():
@@ -120,7 +124,7 @@ def bench_setting(name: str, repeats: int, device, arithmetic: str = "fp32") -> 
     tok = build_tokenizer()
     torch.manual_seed(0)
     model = GPT(replace(s.model, vocab_size=len(tok))).to(device)
-    B, T = s.pretrain.batch_size, s.model.block_size // 2
+    B, T = s.pretrain.batch_size, tokens or s.model.block_size // 2
     ids = torch.randint(0, len(tok), (B, T), device=device)
     mask = torch.ones_like(ids)
     opt = make_optimizer(model.parameters(), 1e-4)
@@ -189,7 +193,12 @@ def bench_setting(name: str, repeats: int, device, arithmetic: str = "fp32") -> 
               "GRPO step": group_step(grpo_advantages, True), "DPO step": dpo_step}
     answers = {"PPO step": s.ppo.batch_size, "RLOO step": s.ppo.batch_size, "GRPO step": s.ppo.batch_size,
                "DPO step": P * k}
-    row = {"setting": name, "params": model.num_parameters()}
+    return pieces, answers, model.num_parameters()
+
+
+def bench_setting(name: str, repeats: int, device, arithmetic: str = "fp32") -> dict:
+    pieces, answers, params = build_pieces(name, device, arithmetic)
+    row = {"setting": name, "params": params}
     for piece, fn in pieces.items():
         seconds = timed(fn, max(1, repeats // 2) if piece in answers else repeats)
         row[f"{piece} (s)"] = seconds

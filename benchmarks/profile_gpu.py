@@ -12,13 +12,12 @@ calls that read a GPU value on the host). A piece whose GPU is busy most of its 
 arithmetic; one busy a small share is bound by the CPU that launches its kernels. On a CPU (`--device cpu`)
 only the wall times and the CPU tables mean anything.
 
-The PPO step's models are copies of models built once, as in bench.py: building one (its random
-initialisation on the CPU) is not the step's work.
+The pieces are bench.py's (`build_pieces`): the PPO step's models are copies of models built once, since
+building one (its random initialisation on the CPU) is not the step's work.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,14 +25,9 @@ from dataclasses import replace
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from minirlhf.generate import generate
-from minirlhf.model import GPT
-from minirlhf.reward import RewardModel
-from minirlhf.rlhf import train_ppo, value_model_from_reward_model
+from bench import build_pieces   # this folder's bench.py: the pieces, built once for both benchmarks
 from minirlhf.settings import PRESETS, get_settings
-from minirlhf.tokenizer import build_tokenizer, encode_prompts
-from minirlhf.training import lm_loss, make_optimizer, pick_device
-from minirlhf.world import World, WorldConfig
+from minirlhf.training import pick_device
 
 # what makes the CPU wait for the GPU: explicit synchronisations and reads of a GPU value on the host
 WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "aten::item",
@@ -42,40 +36,13 @@ LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaun
 
 
 def pieces(setting: str, device) -> list[tuple[str, Callable[[], None], int]]:
-    """(name, one call, calls per measurement) of each piece, at `setting`'s sizes."""
+    """(name, one call, calls per measurement) of each piece, at `setting`'s sizes: bench.py's pieces."""
     s = get_settings(setting)
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    model = GPT(replace(s.model, vocab_size=len(tok))).to(device)
-    ids = torch.randint(0, len(tok), (s.pretrain.batch_size, s.model.block_size), device=device)   # (B, T)
-    mask = torch.ones_like(ids)
-    opt = make_optimizer(model.parameters(), 1e-4)
-    requests = World(WorldConfig(n_internet=10)).requests["rl"]
-    enc = encode_prompts(tok, [r.prompt for r in requests[:s.ppo.batch_size]])
-    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    rm = RewardModel.from_language_model(model)
-    # policy, reference, reward, value: copied now, before the training step's calls change `model`
-    models = tuple(copy.deepcopy(m) for m in (model, model, rm, value_model_from_reward_model(rm)))
-
-    def train_step():
-        loss = lm_loss(model, ids, mask, mask)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def sample():
-        # eos_token_id=-1: never stop early, so every call generates the same number of tokens
-        generate(model, prompt_ids, prompt_mask, s.ppo.max_new_tokens, -1, tok.pad_token_id,
-                 generator=torch.Generator(device=device).manual_seed(0))
-
-    def ppo_step():
-        torch.manual_seed(0)
-        policy, ref, reward, value = (copy.deepcopy(m) for m in models)
-        train_ppo(policy, ref, reward, value, tok, requests, replace(s.ppo, steps=1), desc="profile")
-
-    return [(f"pretraining step, {ids.shape[0]} × {ids.shape[1]} tokens", train_step, 10),
-            (f"sampling {prompt_ids.shape[0]} answers × {s.ppo.max_new_tokens} tokens, KV cache", sample, 2),
-            (f"PPO step ({s.ppo.batch_size} answers, {s.ppo.epochs} epochs)", ppo_step, 1)]
+    calls, _, _ = build_pieces(setting, device, tokens=s.model.block_size)
+    return [(f"pretraining step, {s.pretrain.batch_size} × {s.model.block_size} tokens", calls["train step"], 10),
+            (f"sampling {s.ppo.batch_size} answers × {s.ppo.max_new_tokens} tokens, KV cache",
+             calls["sample, KV cache"], 2),
+            (f"PPO step ({s.ppo.batch_size} answers, {s.ppo.epochs} epochs)", calls["PPO step"], 1)]
 
 
 def main():
