@@ -214,8 +214,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16"],
-                        help="arithmetic to measure each piece in (default: fp32; tf32 changes the products of hardware with "
-                             "TF32 units: a GPU's, mostly)")
+                        help="arithmetic to measure each piece in (default: fp32; tf32 changes the products of "
+                             "hardware with TF32 units: a GPU's, mostly)")
     cores = os.cpu_count() or 1
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, 2, 4, cores}),
                         help=f"torch CPU thread counts to measure (default: 1 2 4 and this machine's {cores} cores)")
