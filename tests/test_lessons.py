@@ -35,13 +35,13 @@ def test_answers_to_sums_are_right_wrong_or_none_and_gold_pays_none_above_wrong(
     how = {"6 plus 2 is 8 .": "right", "it is 8 .": "right", "6 plus 2 is 9 .": "wrong", "5 plus 3 is 8 .": "wrong",
            "6 plus 2 is 8 . 6 plus 2 is 7 .": "wrong", "hello !": "none", "i do not know .": "none", "": "none",
            "hello ! how hello ! how hello ! how": "none", "6 plus 2 is 9 . 6 plus 2 is 9 . 6 plus 2 is 9 .": "none",
-           "the capital of zorbia is tork .": "none"}
+           "the capital of zorbia is tork .": "wrong"}   # a statement of another kind answers another question
     rows = [{"kind": "arithmetic", "response": r, "criteria": criteria_scores(req, r)} for r in how]
     fact = Request("fact", "what is the capital of zorbia ?", "tork", "zorbia")
     rows.append({"kind": "fact", "response": "hello !", "criteria": criteria_scores(fact, "hello !")})   # not a sum
     shares = lessons.sum_answers(rows)
     n = len(how)
-    assert shares == pytest.approx({"sum_right_rate": 2 / n, "sum_wrong_rate": 3 / n, "sum_unanswered_rate": 6 / n})
+    assert shares == pytest.approx({"sum_right_rate": 2 / n, "sum_wrong_rate": 4 / n, "sum_unanswered_rate": 5 / n})
     assert all(math.isnan(v) for v in lessons.sum_answers(rows[-1:]).values())
     # what notebook 07 teaches: a sum answered with none scores above a wrong sum, and below the right one
     assert gold_score(req, "6 plus 2 is 9 .") < gold_score(req, "hello !") < gold_score(req, "6 plus 2 is 8 .")

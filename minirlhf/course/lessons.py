@@ -624,8 +624,9 @@ METRICS = SPLIT_METRICS + SUM_METRICS   # the columns of Measurements.metrics
 
 def sum_answers(rows: list[dict]) -> dict:
     """How the answers to sums among `rows` answer them, as shares that add up to 1 (NaN without a sum): the
-    right sum (gold's `helpful` is 1); a wrong one, a false sum or the sum of other numbers (`truthful` is 0);
-    or none at all: a greeting, "i do not know", nothing, babble (which gold reads as saying nothing). Gold
+    right sum (gold's `helpful` is 1); a wrong one, a false sum, the sum of other numbers or a statement of
+    another kind, a capital say (`truthful` is 0); or none at all: a greeting, "i do not know", nothing, babble
+    (which gold reads as saying nothing). Gold
     scores a sum answered with none above a wrong sum (notebook 07)."""
     sums = [r for r in rows if r["kind"] == "arithmetic"]
     if not sums:
