@@ -626,8 +626,7 @@ def sum_answers(rows: list[dict]) -> dict:
     """How the answers to sums among `rows` answer them, as shares that add up to 1 (NaN without a sum): the
     right sum (gold's `helpful` is 1); a wrong one, a false sum, the sum of other numbers or a statement of
     another kind, a capital say (`truthful` is 0); or none at all: a greeting, "i do not know", nothing, babble
-    (which gold reads as saying nothing). Gold
-    scores a sum answered with none above a wrong sum (notebook 07)."""
+    (which gold reads as saying nothing). Gold scores a sum answered with none above a wrong sum (notebook 07)."""
     sums = [r for r in rows if r["kind"] == "arithmetic"]
     if not sums:
         return dict.fromkeys(SUM_METRICS, float("nan"))
